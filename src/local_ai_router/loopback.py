@@ -1,0 +1,57 @@
+"""Serve an ASGI app on a free loopback port inside the current event loop.
+
+Used by tests and benchmarks to run the real gateway (lifespan included)
+exactly as ``lar serve`` does, without a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+
+__all__ = ["serve_app"]
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield  # the host process owns its signals
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Yield ``http://host:port`` while ``app`` is served; its lifespan runs on entry and exit."""
+    config = uvicorn.Config(
+        app,
+        http="h11",
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="loopback-app")
+    while not server.started:
+        if task.done():
+            sock.close()
+            exc = task.exception()
+            raise RuntimeError(f"app failed to start: {exc!r}") from exc
+        await asyncio.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()

@@ -1,0 +1,55 @@
+"""Shared fixtures: isolated data dirs, settings builders, real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local_ai_router.config import Settings
+from local_ai_router.loopback import serve_app
+
+__all__ = ["serve_app"]
+
+
+@pytest.fixture(autouse=True)
+def lar_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own LAR_HOME; no test reads the user's config or data."""
+    home = tmp_path / "lar-home"
+    home.mkdir()
+    monkeypatch.setenv("LAR_HOME", str(home))
+    monkeypatch.delenv("LAR_CONFIG", raising=False)
+    for var in list(os.environ):
+        if var.startswith("LAR_") and var not in ("LAR_HOME",):
+            monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+@pytest.fixture
+def make_settings(lar_home: Path) -> Callable[..., Settings]:
+    def build(**tree: Any) -> Settings:
+        tree.setdefault("storage", {"url": f"sqlite+aiosqlite:///{lar_home}/lar.db"})
+        tree.setdefault("health", {"interval_s": 3600})
+        return Settings.model_validate(tree)
+
+    return build
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Callable[..., Any]]:
+    """``base_url = await served(app)``: serve an ASGI app on loopback for the test's duration."""
+    stack: list[Any] = []
+
+    async def start(app: Any) -> str:
+        cm = serve_app(app)
+        url = await cm.__aenter__()
+        stack.append(cm)
+        return url
+
+    yield start
+    for cm in reversed(stack):
+        await cm.__aexit__(None, None, None)
