@@ -282,6 +282,8 @@ def keys_delete(key_id: str, config: ConfigOpt = None) -> None:
 
 
 def main() -> None:
+    from . import cli_agent, cli_mcp  # noqa: F401  (registers run, chat, sessions, skills, mcp)
+
     try:
         app()
     except KeyboardInterrupt:

@@ -5,39 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .api.agent import build_agent_router
 from .backends.base import Backend
 from .config import Settings
 from .gateway.api import ApiError, build_gateway_router, error_response
-from .gateway.keys import KeyStore
 from .gateway.memory_api import build_memory_router
-from .gateway.service import Gateway
-from .store.db import Database
-from .store.memory import MemoryStore
+from .runtime import Runtime
 
-__all__ = ["AppState", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AppState:
-    """Everything one running server owns; passed explicitly, never global."""
-
-    settings: Settings
-    db: Database
-    gateway: Gateway
-    keys: KeyStore
-    memory: MemoryStore
-    agent: Any = None  # AgentService, attached by the agent API
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def create_app(
@@ -46,42 +29,24 @@ def create_app(
     backends: Sequence[Backend] | None = None,
     with_agent: bool = True,
 ) -> FastAPI:
-    db = Database(settings.storage.url)
-    gateway = Gateway(settings, db, backends=backends)
-    state = AppState(
-        settings=settings, db=db, gateway=gateway, keys=KeyStore(db), memory=MemoryStore(db)
-    )
+    """The ASGI app. ``backends`` replaces the configured ones (tests, embedding)."""
+    runtime = Runtime.create(settings, backends=backends)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await db.open()
-        embedded = None
-        if backends is None:
-            from .backends.embedded import start_embedded_if_needed
-
-            embedded = await start_embedded_if_needed(settings, gateway)
-        await gateway.start()
-        if state.agent is not None:
-            await state.agent.start()
+        await runtime.start()
         try:
             yield
         finally:
-            if state.agent is not None:
-                await state.agent.stop()
-            await gateway.stop()
-            if embedded is not None:
-                await embedded.stop()
-            await db.close()
+            await runtime.stop()
 
     app = FastAPI(title="local-ai-router", lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.state.lar = state
+    app.state.lar = runtime
     _install_error_handlers(app)
-    app.include_router(build_gateway_router(gateway, state))
-    app.include_router(build_memory_router(state))
+    app.include_router(build_gateway_router(runtime.gateway, runtime))
+    app.include_router(build_memory_router(runtime))
     if with_agent:
-        from .api.agent import attach_agent_api
-
-        attach_agent_api(app, state)
+        app.include_router(build_agent_router(runtime))
     return app
 
 

@@ -277,6 +277,8 @@ class _Playback:
 
     async def _play(self, send: Send) -> None:
         reply, chunks = self.reply, self.chunks
+        if not reply.chunk_delay and reply.fail_after_chunks is None:
+            chunks = [b"".join(chunks)]  # same bytes, one write: syscalls dominate the cost
         if reply.delay:
             await asyncio.sleep(reply.delay)
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
@@ -342,7 +344,8 @@ class ScriptedBackend:
     headers, lower-case names), ``rejected`` (context-limit refusals), ``cancelled`` (clients
     that left before a delayed/slow response finished), ``active`` / ``max_active`` (replies
     being played now / at most at once), ``hits`` (requests per path, every endpoint).
-    Attributes tests set: ``healthy`` (False: every endpoint answers 503), ``quirks``.
+    Attributes tests set: ``healthy`` (False: every endpoint answers 503), ``quirks``,
+    ``context_window``, ``record`` (False: ``requests``/``headers`` stay empty).
     """
 
     def __init__(
@@ -355,6 +358,7 @@ class ScriptedBackend:
         default: ScriptItem | None = None,
         api_key: str | None = None,
         quirks: Iterable[str] = (),
+        record: bool = True,
     ) -> None:
         if kind not in _KINDS:
             raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(_KINDS)}")
@@ -368,6 +372,7 @@ class ScriptedBackend:
         if unknown:
             raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(KNOWN_QUIRKS)}")
         self.context_window, self.kind, self.api_key = context_window, kind, api_key
+        self.record = record  # False: keep no request bodies (long benchmarks, big prompts)
         self._script: deque[ScriptItem] = deque()
         self.add(*script)
         self.default: ScriptItem | None = None
@@ -438,8 +443,10 @@ class ScriptedBackend:
             server_header=False,
             date_header=False,
         )
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))  # bound here: uvicorn calls sys.exit() on bind errors
+        # Bound here because uvicorn calls sys.exit() on bind errors. IPPROTO_TCP matters:
+        # asyncio only sets TCP_NODELAY when proto is TCP, else every answer waits ~40 ms.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
         self._stopping = False
         server = _TestServer(config, self)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="scripted-backend")
@@ -567,8 +574,9 @@ class ScriptedBackend:
         problem = _check_chat_body(body)
         if problem is not None:
             return _error(400, problem)
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+        if self.record:
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
         refusal = self._refusal(body)
         if refusal is not None:
             return refusal
@@ -621,8 +629,8 @@ class ScriptedBackend:
         if item is None:
             return _error(
                 500,
-                f"script exhausted: ScriptedBackend got chat request #{len(self.requests)} "
-                "but has no scripted reply left (add() more or set a default)",
+                "script exhausted: ScriptedBackend got a chat request but has no scripted "
+                f"reply left ({len(self.requests)} requests recorded; add() more or set a default)",
             )
         if isinstance(item, Reply | str):
             reply: object = item

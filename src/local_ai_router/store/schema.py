@@ -97,6 +97,7 @@ sessions = Table(
     Column("workspace", Text, nullable=False),
     Column("title", String(300)),
     Column("parent_session_id", String(64)),
+    Column("kind", String(16), nullable=False, default="main"),  # main / fork / child
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )

@@ -1,0 +1,334 @@
+"""Runs agent loops for the server and the CLI: wiring, persistence, live event fan-out.
+
+An :class:`AgentService` owns the active runs of one process. Each run gets its
+own tool registry, permission gate, hooks and tool context (nothing shared
+between runs but the gateway and the database), its events are fanned out to
+any number of subscribers (SSE clients, the CLI) and replayed to late ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends.profiles import profile_for
+from ..config import Settings
+from ..gateway.service import Gateway
+from ..mcp import McpManager
+from ..mcp_config import mcp_configs
+from ..skills import SkillIndex
+from ..store.agent_store import AgentStore, StepRecord, new_id
+from ..tools.builtin import builtin_tools
+from ..tools.control import control_tools
+from ..tools.registry import ToolContext, ToolRegistry, scrubbed_env
+from ..tools.skills import skill_tools
+from ..types import ChatResult, Event, Message
+from .loop import AgentLoop, RunResult, RunSpec
+from .seams import GateResult, ModelInfo, deny_approver
+
+__all__ = ["ActiveRun", "AgentService", "GatewayModelClient", "RunRequest", "StoreRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+class GatewayModelClient:
+    """Model calls through the gateway: same routing, fallback and accounting as any client."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    async def resolve(self, model: str) -> ModelInfo:
+        route = self.gateway.router.route({"model": model, "messages": []}, {})
+        usable = [
+            (s, m) for s, m in route.candidates if s.healthy and not s.drained
+        ] or route.candidates
+        if not usable:
+            return ModelInfo(model=model)
+        st, name = usable[0]
+        mode = st.backend.config.tool_mode
+        if mode == "auto":
+            mode = profile_for(st.backend.config.kind).default_tool_mode
+        return ModelInfo(
+            model=name or model, backend=st.name, tool_mode=mode, context_window=st.window_for(name)
+        )
+
+    async def complete(self, body: dict[str, Any]) -> ChatResult:
+        result, _ = await self.gateway.complete(body)
+        return result
+
+
+class StoreRecorder:
+    """Persists a run: one transaction per step, audit rows, the run's end."""
+
+    def __init__(self, store: AgentStore):
+        self.store = store
+        self._records: list[StepRecord] = []
+
+    def add_record(self, loop: AgentLoop, step: int, kind: str, **fields: Any) -> None:
+        self._records.append(StepRecord(step=step, kind=kind, **fields))
+
+    async def commit_step(
+        self, loop: AgentLoop, step: int, new_messages: list[Message], first_seq: int
+    ) -> None:
+        records, self._records = self._records, []
+        u = loop.result.usage
+        await self.store.commit_step(
+            run_id=loop.spec.run_id,
+            session_id=loop.spec.session_id,
+            first_seq=first_seq,
+            new_messages=new_messages,
+            records=records,
+            step=step,
+            usage=(u.prompt_tokens, u.completion_tokens),
+        )
+
+    async def audit(
+        self,
+        loop: AgentLoop,
+        tool: str,
+        args: dict[str, Any],
+        verdict: GateResult,
+        request_id: str | None,
+    ) -> None:
+        await self.store.add_audit(
+            run_id=loop.spec.run_id,
+            session_id=loop.spec.session_id,
+            tool=tool,
+            args=args,
+            decision=verdict.decision,
+            by=verdict.by,
+            reason=verdict.reason,
+            request_id=request_id,
+        )
+
+    async def finish(self, loop: AgentLoop, result: RunResult) -> None:
+        await self.store.finish_run(
+            loop.spec.run_id, result.status, result.final_answer, result.error
+        )
+
+
+@dataclass
+class RunRequest:
+    task: str
+    workspace: Path
+    model: str | None = None
+    max_steps: int | None = None
+    session_id: str | None = None
+    permission_mode: str | None = None
+    tool_mode: str = "auto"
+    parent_run_id: str | None = None
+    interactive: bool = False  # someone can answer permission requests (SSE, terminal)
+    system_prompt: str | None = None
+    tools: list[str] | None = None  # restrict to these tool names (agent definitions)
+    depth: int = 0
+
+
+@dataclass
+class ActiveRun:
+    loop: AgentLoop
+    request: RunRequest
+    events: list[Event] = field(default_factory=list)
+    subscribers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
+    approvals: dict[str, asyncio.Future[tuple[str, bool]]] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    mcp: McpManager | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.loop.spec.run_id
+
+    def publish(self, ev: Event) -> None:
+        self.events.append(ev)
+        for q in self.subscribers:
+            q.put_nowait(ev)
+
+    async def stream(self) -> AsyncIterator[Event]:
+        """Every event of the run so far, then the live ones until it ends."""
+        q: asyncio.Queue[Event | None] = asyncio.Queue()
+        backlog = list(self.events)
+        self.subscribers.add(q)
+        if self.done.is_set():
+            q.put_nowait(None)
+        try:
+            for ev in backlog:
+                yield ev
+            seen = len(backlog)
+            while True:
+                ev = await q.get()
+                if ev is None:
+                    return
+                if ev.seq < seen:
+                    continue
+                yield ev
+        finally:
+            self.subscribers.discard(q)
+
+
+class AgentService:
+    def __init__(self, settings: Settings, gateway: Gateway, store: AgentStore):
+        self.settings = settings
+        self.gateway = gateway
+        self.store = store
+        self.model_client = GatewayModelClient(gateway)
+        self.active: dict[str, ActiveRun] = {}
+
+    async def start(self) -> None:
+        n = await self.store.mark_interrupted_runs()
+        if n:
+            log.warning("%d run(s) were interrupted by the last shutdown", n)
+
+    async def stop(self) -> None:
+        for run in list(self.active.values()):
+            run.loop.cancel()
+        for run in list(self.active.values()):
+            if run.task:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(run.task), 10)
+
+    # ------------------------------------------------------------ building a run
+
+    def tools_for(self, req: RunRequest) -> ToolRegistry:
+        registry = ToolRegistry([*builtin_tools(), *skill_tools(), *control_tools()])
+        if req.tools is not None:
+            keep = set(req.tools) | {"task_complete"}
+            registry = registry.subset([n for n in registry.names() if n in keep])
+        return registry
+
+    async def _spec(self, req: RunRequest) -> tuple[RunSpec, ToolContext, ToolRegistry]:
+        cfg = self.settings.agent
+        workspace = req.workspace.resolve()
+        history: list[Message] = []
+        if req.session_id:
+            if await self.store.get_session(req.session_id) is None:
+                raise KeyError(f"session {req.session_id!r} not found")
+            session_id = req.session_id
+            history = await self.store.messages(session_id)
+        else:
+            kind = "child" if req.parent_run_id else "main"
+            session_id = await self.store.create_session(str(workspace), req.task[:200], kind=kind)
+        skills = await SkillIndex.adiscover(cfg.skills_dirs, workspace=workspace)
+        tools = self.tools_for(req)
+        run_id = new_id("run")
+        spec = RunSpec(
+            task=req.task,
+            workspace=workspace,
+            run_id=run_id,
+            session_id=session_id,
+            model=req.model or cfg.model,
+            max_steps=req.max_steps or cfg.max_steps,
+            max_tokens=cfg.max_tokens,
+            temperature=cfg.temperature,
+            tool_mode=req.tool_mode,
+            history=history,
+            parent_run_id=req.parent_run_id,
+            system_prompt=req.system_prompt,
+            skills_listing=skills.prompt_listing(400) if len(skills) else "",
+            permission_mode=req.permission_mode or cfg.permissions.mode,
+        )
+        ctx = ToolContext(
+            workspace=workspace,
+            env=scrubbed_env(),
+            output_limit=cfg.tool_output_limit,
+            run_id=run_id,
+            session_id=session_id,
+            services={"skills": skills},
+        )
+        return spec, ctx, tools
+
+    async def _mcp(self, workspace: Path) -> tuple[McpManager | None, list[Any]]:
+        """Start the run's MCP servers; failures are reported, the run goes on without them."""
+        configs = mcp_configs(self.settings, workspace)
+        if not configs:
+            return None, []
+        manager = McpManager(configs, base_env=scrubbed_env())
+        return manager, await manager.start()
+
+    async def start_run(self, req: RunRequest) -> ActiveRun:
+        spec, ctx, tools = await self._spec(req)
+        mcp, failures = await self._mcp(spec.workspace)
+        if mcp is not None:
+            offered = set(req.tools) if req.tools is not None else None
+            for t in mcp.tools():
+                if offered is None or t.name in offered:
+                    tools.register(t)
+        await self.store.create_run(
+            run_id=spec.run_id,
+            session_id=spec.session_id,
+            task=spec.task,
+            model=spec.model,
+            workspace=str(spec.workspace),
+            parent_run_id=spec.parent_run_id,
+        )
+        loop = AgentLoop(
+            spec, model=self.model_client, tools=tools, ctx=ctx, recorder=StoreRecorder(self.store)
+        )
+        for f in failures:
+            loop.emit(
+                "error", kind="mcp", message=f"MCP server {f.server!r} did not start: {f.error}"
+            )
+        run = ActiveRun(loop=loop, request=req, mcp=mcp)
+        loop.approver = self._approver(run) if req.interactive else deny_approver
+        self.active[spec.run_id] = run
+        run.task = asyncio.create_task(self._drive(run), name=f"agent-run:{spec.run_id}")
+        return run
+
+    async def _drive(self, run: ActiveRun) -> None:
+        try:
+            async for ev in run.loop.run():
+                run.publish(ev)
+        finally:
+            if run.mcp is not None:
+                await run.mcp.aclose()
+            run.done.set()
+            for q in run.subscribers:
+                q.put_nowait(None)
+            self.active.pop(run.run_id, None)
+
+    def _approver(self, run: ActiveRun) -> Any:
+        timeout = self.settings.agent.ask_timeout_s
+
+        async def approve(
+            loop: AgentLoop, request_id: str, tool: str, args: dict[str, Any], verdict: GateResult
+        ) -> GateResult:
+            fut: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+            run.approvals[request_id] = fut
+            try:
+                decision, _remember = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                return GateResult(
+                    "deny", "default", f"no answer within {timeout:g}s (ask_timeout_s)"
+                )
+            finally:
+                run.approvals.pop(request_id, None)
+            return GateResult(decision, "user", f"{decision} by the user")
+
+        return approve
+
+    # ------------------------------------------------------------ control
+
+    def cancel(self, run_id: str) -> bool:
+        run = self.active.get(run_id)
+        if run is None:
+            return False
+        run.loop.cancel()
+        return True
+
+    def answer(self, run_id: str, request_id: str, decision: str, remember: bool = False) -> bool:
+        run = self.active.get(run_id)
+        fut = run.approvals.get(request_id) if run else None
+        if fut is None or fut.done():
+            return False
+        fut.set_result((decision, remember))
+        return True
+
+    async def run_to_end(self, req: RunRequest) -> dict[str, Any]:
+        run = await self.start_run(req)
+        assert run.task is not None
+        await asyncio.shield(run.task)
+        return run.loop.result.to_dict(run.loop.spec)

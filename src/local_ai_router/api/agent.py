@@ -1,0 +1,201 @@
+"""/agent/*: runs (JSON or SSE), inspection, cancel, permission answers, sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..agent.runner import ActiveRun, AgentService, RunRequest
+from ..gateway.api import ApiError, read_json
+from ..gateway.auth import require_scope
+from ..store.agent_store import AgentStore
+from ..types import Event
+
+__all__ = ["allowed_workspace", "build_agent_router", "sse_event"]
+
+
+class AgentRunBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(min_length=1, max_length=200_000)
+    workspace: str | None = None
+    model: str | None = None
+    max_steps: int | None = Field(None, ge=1, le=1000)
+    session_id: str | None = None
+    permission_mode: (
+        Literal["auto", "ask", "acceptEdits", "plan", "bypassPermissions", "default"] | None
+    ) = None
+    stream: bool = False
+    tool_mode: Literal["auto", "native", "text", "constrained"] = "auto"
+
+
+class ApprovalBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["allow", "deny"]
+    remember: bool = False
+
+
+def validated(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        raise ApiError(
+            400, f"invalid request: {loc}: {err['msg']}", code="invalid_request"
+        ) from None
+
+
+def sse_event(ev: Event) -> bytes:
+    return f"event: {ev.type}\ndata: {json.dumps(ev.to_dict(), default=str)}\n\n".encode()
+
+
+def allowed_workspace(requested: str | None, settings: Any) -> Path:
+    """The run's workspace, refused (403) unless it lies under an allowed root by real path."""
+    cfg = settings.agent
+    default = Path(cfg.workspace).expanduser()
+    roots = [Path(r).expanduser() for r in (cfg.workspace_roots or [cfg.workspace])]
+    target = Path(requested).expanduser() if requested else default
+    if not target.is_absolute():
+        target = default / target
+    real = Path(os.path.realpath(target))
+    for root in roots:
+        if real.is_relative_to(Path(os.path.realpath(root))):
+            if not real.is_dir():
+                raise ApiError(
+                    400, f"workspace {requested!r} is not a directory", code="invalid_workspace"
+                )
+            return real
+    raise ApiError(
+        403,
+        f"workspace {requested!r} is outside the allowed roots "
+        f"({', '.join(str(r) for r in roots)}); set agent.workspace_roots to allow it",
+        type_="permission_error",
+        code="workspace_forbidden",
+    )
+
+
+def build_agent_router(state: Any) -> APIRouter:
+    """``state`` is the process's Runtime (settings, agent service, agent store)."""
+    service: AgentService = state.agent
+    store: AgentStore = state.agent_store
+    r = APIRouter(prefix="/agent")
+
+    @r.post("/run")
+    async def run(request: Request) -> Response:
+        await require_scope(request, state, "agent")
+        body: AgentRunBody = validated(AgentRunBody, await read_json(request, 1_000_000))
+        workspace = allowed_workspace(body.workspace, state.settings)
+        wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")
+        req = RunRequest(
+            task=body.task,
+            workspace=workspace,
+            model=body.model,
+            max_steps=body.max_steps,
+            session_id=body.session_id,
+            permission_mode=body.permission_mode,
+            tool_mode=body.tool_mode,
+            interactive=wants_sse,
+        )
+        try:
+            active = await service.start_run(req)
+        except KeyError as exc:
+            raise ApiError(404, str(exc).strip("'\""), code="not_found") from None
+        if wants_sse:
+            return StreamingResponse(
+                _sse(active),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Run-ID": active.run_id},
+            )
+        assert active.task is not None
+        await active.done.wait()
+        return JSONResponse(active.loop.result.to_dict(active.loop.spec))
+
+    async def _sse(active: ActiveRun) -> AsyncIterator[bytes]:
+        async for ev in active.stream():
+            yield sse_event(ev)
+
+    @r.get("/tools")
+    async def tools(request: Request) -> Response:
+        await require_scope(request, state, "agent")
+        reg = service.tools_for(RunRequest(task="", workspace=Path(".")))
+        return JSONResponse({"tools": reg.describe()})
+
+    @r.get("/runs")
+    async def runs(request: Request, limit: int = 50, session_id: str | None = None) -> Response:
+        await require_scope(request, state, "agent")
+        return JSONResponse({"runs": await store.list_runs(min(max(limit, 1), 500), session_id)})
+
+    @r.get("/runs/{run_id}")
+    async def get_run(request: Request, run_id: str) -> Response:
+        await require_scope(request, state, "agent")
+        found = await store.get_run(run_id)
+        if found is None:
+            raise ApiError(404, f"run {run_id!r} not found", code="not_found")
+        found["active"] = run_id in service.active
+        return JSONResponse(found)
+
+    @r.get("/runs/{run_id}/events")
+    async def run_events(request: Request, run_id: str) -> Response:
+        await require_scope(request, state, "agent")
+        active = service.active.get(run_id)
+        if active is None:
+            raise ApiError(404, f"run {run_id!r} is not active", code="not_found")
+        return StreamingResponse(_sse(active), media_type="text/event-stream")
+
+    @r.post("/runs/{run_id}/cancel")
+    async def cancel(request: Request, run_id: str) -> Response:
+        await require_scope(request, state, "agent")
+        if not service.cancel(run_id):
+            raise ApiError(404, f"run {run_id!r} is not active", code="not_found")
+        return JSONResponse({"run_id": run_id, "cancelling": True})
+
+    @r.post("/runs/{run_id}/approvals/{request_id}")
+    async def approve(request: Request, run_id: str, request_id: str) -> Response:
+        await require_scope(request, state, "agent")
+        body: ApprovalBody = validated(ApprovalBody, await read_json(request, 10_000))
+        if not service.answer(run_id, request_id, body.decision, body.remember):
+            raise ApiError(
+                404,
+                f"no pending permission request {request_id!r} in run {run_id!r}",
+                code="not_found",
+            )
+        return JSONResponse({"run_id": run_id, "request_id": request_id, "decision": body.decision})
+
+    @r.get("/sessions")
+    async def sessions(request: Request, limit: int = 50) -> Response:
+        await require_scope(request, state, "agent")
+        return JSONResponse({"sessions": await store.list_sessions(min(max(limit, 1), 500))})
+
+    @r.get("/sessions/{session_id}")
+    async def get_session(request: Request, session_id: str) -> Response:
+        await require_scope(request, state, "agent")
+        found = await store.get_session(session_id)
+        if found is None:
+            raise ApiError(404, f"session {session_id!r} not found", code="not_found")
+        return JSONResponse(
+            {
+                "id": found["id"],
+                "created_at": found["created_at"],
+                "updated_at": found["updated_at"],
+                "workspace": found["workspace"],
+                "title": found["title"],
+                "messages": await store.messages(session_id),
+                "runs": await store.session_runs(session_id),
+            }
+        )
+
+    @r.delete("/sessions/{session_id}")
+    async def delete_session(request: Request, session_id: str) -> Response:
+        await require_scope(request, state, "agent")
+        if not await store.delete_session(session_id):
+            raise ApiError(404, f"session {session_id!r} not found", code="not_found")
+        return JSONResponse({"deleted": session_id})
+
+    return r
