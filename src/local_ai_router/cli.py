@@ -105,6 +105,7 @@ def serve(
             "models and run agent tools. Set server.require_api_key: true (and create a key with "
             "'lar keys create NAME --scope chat --scope agent'), or pass --insecure."
         )
+    _check_storage(settings)
     if not settings.backends:
         err.print(
             "[yellow]No backends configured.[/] Add one to local-ai-router.yaml, e.g.:\n"
@@ -126,6 +127,28 @@ def serve(
     )
 
 
+def _check_storage(settings: Settings) -> None:
+    """Open the database once before serving: a bad storage.url is a config error, not a
+    traceback from inside the server's startup."""
+    from .store.db import Database
+    from .types import StoreError
+
+    async def go() -> None:
+        db = Database(settings.storage.url)
+        try:
+            await db.open()
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(go())
+    except StoreError as exc:
+        fail(str(ConfigError(str(exc), file=settings.source, key="storage.url")))
+    except Exception as exc:  # a missing driver, an unwritable directory, ...
+        problem = f"cannot open {settings.storage.url!r}: {type(exc).__name__}: {exc}"
+        fail(str(ConfigError(problem, file=settings.source, key="storage.url")))
+
+
 # --------------------------------------------------------------------------- backends
 
 
@@ -137,19 +160,13 @@ def backends(
 ) -> None:
     """Backends, their health and load."""
     settings = settings_or_exit(config)
+    # One probe, so one failed check is the verdict (the server waits for several).
+    settings = settings.model_copy(deep=True)
+    settings.health.failures_to_unhealthy = 1
 
     async def probe() -> list[dict[str, Any]]:
         if server:
-            import httpx2
-
-            headers = {}
-            key = _env_key()
-            if key:
-                headers["authorization"] = f"Bearer {key}"
-            async with httpx2.AsyncClient(timeout=10) as c:
-                r = await c.get(f"{server.rstrip('/')}/admin/backends", headers=headers)
-                r.raise_for_status()
-                return r.json()["backends"]
+            return await _remote_backends(server)
         from .gateway.service import Gateway
 
         gw = Gateway(settings)
@@ -189,6 +206,40 @@ def _env_key() -> str | None:
     import os
 
     return os.environ.get("LAR_API_KEY")
+
+
+async def _remote_backends(server: str) -> list[dict[str, Any]]:
+    """``GET /admin/backends`` of a running server; problems end in a message, not a trace."""
+    import httpx2
+
+    headers = {}
+    key = _env_key()
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    url = f"{server.rstrip('/')}/admin/backends"
+    try:
+        async with httpx2.AsyncClient(timeout=10) as c:
+            r = await c.get(url, headers=headers)
+    except httpx2.HTTPError as exc:
+        fail(f"cannot reach {url}: {exc or type(exc).__name__}")
+        raise
+    if r.status_code >= 400:
+        try:
+            detail = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            detail = r.text[:200]
+        hint = (
+            " (set LAR_API_KEY to a key with the admin scope)"
+            if r.status_code in (401, 403)
+            else ""
+        )
+        fail(f"{url} answered HTTP {r.status_code}: {detail}{hint}")
+    try:
+        rows = r.json()["backends"]
+    except (ValueError, KeyError, TypeError):
+        fail(f"{url} did not answer with a backends list; is it a local-ai-router server?")
+        raise
+    return list(rows)
 
 
 # --------------------------------------------------------------------------- keys
@@ -288,7 +339,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

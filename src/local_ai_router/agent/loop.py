@@ -34,6 +34,7 @@ from ..types import (
     Action,
     BackendError,
     ContextLengthError,
+    ContextTooLargeError,
     Event,
     InvalidAction,
     Message,
@@ -181,6 +182,9 @@ class AgentLoop:
         self._stored = 0  # messages[:_stored] are persisted (excluding the system prompt)
         self._info: ModelInfo | None = None
         self._mode = "native"
+        self._rewrite = False  # stored messages must be replaced at the next commit
+        self._deferred: list[tuple[str, dict[str, Any]]] = []  # events waiting for the commit
+        self._extra_tokens = 0  # what tool / output schemas add to every request
         self._invalid_run = 0  # invalid actions in a row
         self._messages_run = 0  # replies without an action in a row
 
@@ -209,6 +213,10 @@ class AgentLoop:
         else:
             self._pending.append(ev)
         return ev
+
+    def emit_committed(self, type_: str, **data: Any) -> None:
+        """Emit once the current step is stored: whoever saw it can rely on it after a crash."""
+        self._deferred.append((type_, data))
 
     async def run(self) -> AsyncIterator[Event]:
         """The run's events, live, ending with ``run_finished``."""
@@ -267,10 +275,14 @@ class AgentLoop:
         )
         history = repair_dangling_calls(list(spec.history))
         self.messages = [{"role": "system", "content": prompt}, *history]
+        probe = self._request([])
+        schema_parts = [probe.get("tools"), probe.get("response_format")]
+        self._extra_tokens = (
+            sum(len(json.dumps(p, separators=(",", ":"))) for p in schema_parts if p) // 4
+        )
         self._stored = len(self.messages)
-        if len(history) != len(spec.history) and self.recorder:
-            # Persist the repair so the stored session is valid for the next request too.
-            self._stored = 1 + len(spec.history)
+        # A repaired history is stored anew so the session stays valid for the next request.
+        self._rewrite = len(history) != len(spec.history)
         self.emit("run_started", task=spec.task, model=self._info.model or spec.model)
         verdict = await self.hooks.user_prompt_submit(self, spec.task)
         if verdict.block:
@@ -293,11 +305,17 @@ class AgentLoop:
         self.emit("run_finished", **r.to_dict(self.spec), error=error)
 
     async def _commit(self, step: int) -> None:
-        if not self.recorder:
-            return
-        new = self.messages[self._stored :]
-        await self.recorder.commit_step(self, step, new, self._stored - 1)
-        self._stored = len(self.messages)
+        if self.recorder:
+            if self._rewrite:  # earlier messages changed (compaction, repair): store them anew
+                await self.recorder.commit_step(self, step, self.messages[1:], 0, replace_all=True)
+                self._rewrite = False
+            else:
+                new = self.messages[self._stored :]
+                await self.recorder.commit_step(self, step, new, self._stored - 1)
+            self._stored = len(self.messages)
+        deferred, self._deferred = self._deferred, []
+        for type_, data in deferred:
+            self.emit(type_, **data)
 
     async def _guard(self, aw: Awaitable[T]) -> T:
         """Await ``aw`` unless the run is cancelled first."""
@@ -333,10 +351,16 @@ class AgentLoop:
 
     async def _ask_model(self) -> Any:
         for attempt in range(2):
-            messages = await self.compactor.fit(self, self.messages, harder=attempt > 0)
+            fitted = await self.compactor.fit(
+                self, self.messages, harder=attempt > 0, extra_tokens=self._extra_tokens
+            )
+            if fitted is not self.messages:
+                self.messages = fitted
+                self._rewrite = True
             try:
-                return await self._guard(self.model.complete(self._request(messages)))
-            except ContextLengthError as exc:
+                result = await self._guard(self.model.complete(self._request(fitted)))
+            except (ContextLengthError, ContextTooLargeError) as exc:
+                self.compactor.learn_window(str(exc))
                 if attempt == 0:
                     self.emit("error", message=str(exc), kind="context_length")
                     continue
@@ -348,6 +372,8 @@ class AgentLoop:
             except (BackendError, RoutingError) as exc:
                 self.emit("error", message=str(exc), kind="backend")
                 raise _Finish("failed", error=f"model call failed: {exc}") from None
+            self.compactor.observe(fitted, self._extra_tokens, result.usage.prompt_tokens)
+            return result
         raise AssertionError("unreachable")
 
     def _request(self, messages: list[Message]) -> dict[str, Any]:
@@ -415,7 +441,7 @@ class AgentLoop:
 
     def _message(self, step: int, parsed: ParsedReply) -> None:
         text = parsed.text.strip()
-        self.emit("message", text=text)
+        self.emit_committed("message", text=text)
         self.messages.append({"role": "assistant", "content": text})
         self._record(step, "message", text=text)
         self._messages_run += 1
@@ -455,7 +481,7 @@ class AgentLoop:
         stop = await self.hooks.stop(self, answer)
         if stop.block:
             self._tool_reply(action, f"Not done yet: {stop.reason}")
-            self.emit(
+            self.emit_committed(
                 "tool_result",
                 tool=action.tool,
                 call_id=action.call_id,
@@ -465,7 +491,7 @@ class AgentLoop:
             )
             return
         self._tool_reply(action, "Task complete.")
-        self.emit(
+        self.emit_committed(
             "tool_result",
             tool=action.tool,
             call_id=action.call_id,
@@ -520,7 +546,7 @@ class AgentLoop:
         if notes:
             content += "\n\n" + "\n".join(notes)
         self._tool_reply(action, content)
-        self.emit(
+        self.emit_committed(
             "tool_result",
             tool=action.tool,
             call_id=action.call_id,
@@ -541,7 +567,7 @@ class AgentLoop:
 
     def _fail_tool(self, step: int, action: Action, error: str) -> None:
         self._tool_reply(action, f"Error: {error}")
-        self.emit(
+        self.emit_committed(
             "tool_result",
             tool=action.tool,
             call_id=action.call_id,

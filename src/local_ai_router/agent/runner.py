@@ -28,6 +28,7 @@ from ..tools.control import control_tools
 from ..tools.registry import ToolContext, ToolRegistry, scrubbed_env
 from ..tools.skills import skill_tools
 from ..types import ChatResult, Event, Message
+from .compaction import Compactor
 from .loop import AgentLoop, RunResult, RunSpec
 from .seams import GateResult, ModelInfo, deny_approver
 
@@ -73,7 +74,12 @@ class StoreRecorder:
         self._records.append(StepRecord(step=step, kind=kind, **fields))
 
     async def commit_step(
-        self, loop: AgentLoop, step: int, new_messages: list[Message], first_seq: int
+        self,
+        loop: AgentLoop,
+        step: int,
+        new_messages: list[Message],
+        first_seq: int,
+        replace_all: bool = False,
     ) -> None:
         records, self._records = self._records, []
         u = loop.result.usage
@@ -85,6 +91,7 @@ class StoreRecorder:
             records=records,
             step=step,
             usage=(u.prompt_tokens, u.completion_tokens),
+            replace_all=replace_all,
         )
 
     async def audit(
@@ -265,8 +272,22 @@ class AgentService:
             workspace=str(spec.workspace),
             parent_run_id=spec.parent_run_id,
         )
+        info = await self.model_client.resolve(spec.model)
+        compactor = Compactor(
+            self.model_client,
+            self.settings.agent.compaction,
+            model_name=info.model,
+            window=info.context_window,
+            max_tokens=spec.max_tokens,
+            task=spec.task,
+        )
         loop = AgentLoop(
-            spec, model=self.model_client, tools=tools, ctx=ctx, recorder=StoreRecorder(self.store)
+            spec,
+            model=self.model_client,
+            tools=tools,
+            ctx=ctx,
+            recorder=StoreRecorder(self.store),
+            compactor=compactor,
         )
         for f in failures:
             loop.emit(

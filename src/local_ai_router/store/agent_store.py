@@ -201,10 +201,18 @@ class AgentStore:
         records: list[StepRecord],
         step: int,
         usage: tuple[int, int],
+        replace_all: bool = False,
     ) -> None:
-        """One transaction: the step's messages, its records, the run's counters."""
+        """One transaction: the step's messages, its records, the run's counters.
+
+        ``replace_all``: ``new_messages`` is the whole conversation (after a compaction).
+        """
         now = time.time()
         async with self.db.engine.begin() as conn:
+            if replace_all:
+                await conn.execute(
+                    delete(session_messages).where(session_messages.c.session_id == session_id)
+                )
             if new_messages:
                 await conn.execute(
                     insert(session_messages),
