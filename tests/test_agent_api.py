@@ -200,5 +200,9 @@ async def test_bad_requests(served, make_settings, workspace):
         assert (await http.get("/agent/runs/run_nope")).status_code == 404
         assert (await http.post("/agent/runs/run_nope/cancel")).status_code == 404
         tools = (await http.get("/agent/tools")).json()["tools"]
-        assert len(tools) == 19 and {t["name"] for t in tools} >= {"read_file", "task_complete"}
+        assert len(tools) == 20 and {t["name"] for t in tools} >= {
+            "read_file",
+            "task_complete",
+            "spawn_agents",
+        }
         await asyncio.sleep(0)

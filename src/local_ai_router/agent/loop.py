@@ -214,6 +214,13 @@ class AgentLoop:
             self._pending.append(ev)
         return ev
 
+    def forward(self, ev: Event) -> None:
+        """Pass a subagent's event through this run's stream, unchanged."""
+        if self._queue is not None:
+            self._queue.put_nowait(ev)
+        else:
+            self._pending.append(ev)
+
     def emit_committed(self, type_: str, **data: Any) -> None:
         """Emit once the current step is stored: whoever saw it can rely on it after a crash."""
         self._deferred.append((type_, data))
@@ -331,6 +338,10 @@ class AgentLoop:
         if task in done:
             return task.result()
         task.cancel()
+        # Let the cancelled work clean up (kill a shell's process group, stop subagents)
+        # before the run reports that it ended.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
         raise RunCancelled("cancelled")
 
     # ------------------------------------------------------------ one step

@@ -23,6 +23,7 @@ from ..mcp import McpManager
 from ..mcp_config import mcp_configs
 from ..skills import SkillIndex
 from ..store.agent_store import AgentStore, StepRecord, new_id
+from ..tools.agents import spawn_agents
 from ..tools.builtin import builtin_tools
 from ..tools.control import control_tools
 from ..tools.registry import ToolContext, ToolRegistry, scrubbed_env
@@ -31,6 +32,8 @@ from ..types import ChatResult, Event, Message
 from .compaction import Compactor
 from .loop import AgentLoop, RunResult, RunSpec
 from .seams import GateResult, ModelInfo, deny_approver
+from .subagents import AgentDefinition, Spawner, load_definitions
+from .subagents import listing as agents_listing
 
 __all__ = ["ActiveRun", "AgentService", "GatewayModelClient", "RunRequest", "StoreRecorder"]
 
@@ -132,7 +135,7 @@ class RunRequest:
     interactive: bool = False  # someone can answer permission requests (SSE, terminal)
     system_prompt: str | None = None
     tools: list[str] | None = None  # restrict to these tool names (agent definitions)
-    depth: int = 0
+    depth: int = 0  # 0 for a top-level run, parent's + 1 for a subagent
 
 
 @dataclass
@@ -145,6 +148,7 @@ class ActiveRun:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     mcp: McpManager | None = None
+    parent: ActiveRun | None = None  # subagents stream their events into the parent's
 
     @property
     def run_id(self) -> str:
@@ -163,15 +167,10 @@ class ActiveRun:
         if self.done.is_set():
             q.put_nowait(None)
         try:
+            # The backlog copy and the subscription happen with no await between: no gap, no repeat.
             for ev in backlog:
                 yield ev
-            seen = len(backlog)
-            while True:
-                ev = await q.get()
-                if ev is None:
-                    return
-                if ev.seq < seen:
-                    continue
+            while (ev := await q.get()) is not None:
                 yield ev
         finally:
             self.subscribers.discard(q)
@@ -202,6 +201,8 @@ class AgentService:
 
     def tools_for(self, req: RunRequest) -> ToolRegistry:
         registry = ToolRegistry([*builtin_tools(), *skill_tools(), *control_tools()])
+        if req.depth < self.settings.agent.subagents.max_depth:
+            registry.register(spawn_agents)
         if req.tools is not None:
             keep = set(req.tools) | {"task_complete"}
             registry = registry.subset([n for n in registry.names() if n in keep])
@@ -221,6 +222,9 @@ class AgentService:
             session_id = await self.store.create_session(str(workspace), req.task[:200], kind=kind)
         skills = await SkillIndex.adiscover(cfg.skills_dirs, workspace=workspace)
         tools = self.tools_for(req)
+        definitions, problems = load_definitions(workspace, cfg.subagents.definitions)
+        for p in problems:
+            log.warning("agent definition skipped: %s", p)
         run_id = new_id("run")
         spec = RunSpec(
             task=req.task,
@@ -236,6 +240,7 @@ class AgentService:
             parent_run_id=req.parent_run_id,
             system_prompt=req.system_prompt,
             skills_listing=skills.prompt_listing(400) if len(skills) else "",
+            agents_listing=agents_listing(definitions, 300) if "spawn_agents" in tools else "",
             permission_mode=req.permission_mode or cfg.permissions.mode,
         )
         ctx = ToolContext(
@@ -244,7 +249,7 @@ class AgentService:
             output_limit=cfg.tool_output_limit,
             run_id=run_id,
             session_id=session_id,
-            services={"skills": skills},
+            services={"skills": skills, "definitions": definitions},
         )
         return spec, ctx, tools
 
@@ -256,7 +261,7 @@ class AgentService:
         manager = McpManager(configs, base_env=scrubbed_env())
         return manager, await manager.start()
 
-    async def start_run(self, req: RunRequest) -> ActiveRun:
+    async def start_run(self, req: RunRequest, *, parent: ActiveRun | None = None) -> ActiveRun:
         spec, ctx, tools = await self._spec(req)
         mcp, failures = await self._mcp(spec.workspace)
         if mcp is not None:
@@ -293,8 +298,20 @@ class AgentService:
             loop.emit(
                 "error", kind="mcp", message=f"MCP server {f.server!r} did not start: {f.error}"
             )
-        run = ActiveRun(loop=loop, request=req, mcp=mcp)
-        loop.approver = self._approver(run) if req.interactive else deny_approver
+        run = ActiveRun(loop=loop, request=req, mcp=mcp, parent=parent)
+        if parent is not None:
+            loop.approver = parent.loop.approver  # whoever answers the parent answers its children
+        else:
+            loop.approver = self._approver(run) if req.interactive else deny_approver
+        if "spawn_agents" in tools:
+            sub = self.settings.agent.subagents
+            ctx.services["spawner"] = Spawner(
+                self,
+                run,
+                ctx.services["definitions"],
+                max_concurrent=sub.max_concurrent,
+                timeout_s=sub.timeout_s,
+            )
         self.active[spec.run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"agent-run:{spec.run_id}")
         return run
@@ -303,6 +320,8 @@ class AgentService:
         try:
             async for ev in run.loop.run():
                 run.publish(ev)
+                if run.parent is not None:
+                    run.parent.loop.forward(ev)
         finally:
             if run.mcp is not None:
                 await run.mcp.aclose()
@@ -340,9 +359,37 @@ class AgentService:
         run.loop.cancel()
         return True
 
+    async def start_child(self, parent: ActiveRun, d: AgentDefinition, prompt: str) -> ActiveRun:
+        """A subagent of ``parent``: fresh context, the definition's prompt, tools and limits."""
+        preq = parent.request
+        req = RunRequest(
+            task=prompt,
+            workspace=parent.loop.spec.workspace,
+            model=d.model or parent.loop.spec.model,
+            max_steps=d.max_steps or preq.max_steps,
+            permission_mode=d.permission_mode or parent.loop.spec.permission_mode,
+            tool_mode=preq.tool_mode,
+            parent_run_id=parent.run_id,
+            interactive=preq.interactive,
+            system_prompt=d.prompt or None,
+            tools=list(d.tools) if d.tools is not None else None,
+            depth=preq.depth + 1,
+        )
+        child = await self.start_run(req, parent=parent)
+        return child
+
     def answer(self, run_id: str, request_id: str, decision: str, remember: bool = False) -> bool:
         run = self.active.get(run_id)
         fut = run.approvals.get(request_id) if run else None
+        if fut is None:  # a subagent's request waits in the run whose approver it shares
+            fut = next(
+                (
+                    r.approvals[request_id]
+                    for r in self.active.values()
+                    if request_id in r.approvals
+                ),
+                None,
+            )
         if fut is None or fut.done():
             return False
         fut.set_result((decision, remember))

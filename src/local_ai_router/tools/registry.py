@@ -142,7 +142,7 @@ def _slim_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop pydantic's titles and defaults: they cost prompt tokens and say nothing."""
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in ("title", "default"):
+        if key in ("title", "default") or (key == "additionalProperties" and value is False):
             continue
         if key == "anyOf" and isinstance(value, list):
             non_null = [v for v in value if v.get("type") != "null"]
@@ -225,7 +225,8 @@ def tool(
                 obj = model.model_validate(args)
             except ValidationError as exc:
                 raise ToolError(format_validation_error(tool_name, exc, built.compact())) from None
-            return {k: getattr(obj, k) for k in fields}
+            # Plain JSON-able values: they are logged, audited and sent to hooks.
+            return obj.model_dump()
 
         built.validator = validate
         return built

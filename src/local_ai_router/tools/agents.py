@@ -1,0 +1,33 @@
+"""``spawn_agents``: hand independent tasks to children that run in parallel."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..types import ToolError
+from .registry import Tool, ToolContext, tool
+
+__all__ = ["SubTask", "agent_tools", "spawn_agents"]
+
+
+class SubTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1)
+    agent: str | None = None
+    description: str | None = None
+
+
+@tool(kind="other")
+async def spawn_agents(ctx: ToolContext, tasks: list[SubTask]) -> str:
+    """Run independent subtasks in parallel child agents."""
+    spawner = ctx.services.get("spawner")
+    if spawner is None:
+        raise ToolError("subagents are not available in this run")
+    if not tasks:
+        raise ToolError("tasks is empty; give at least one {prompt, agent?}")
+    # Validated arguments arrive as plain dicts (see ToolRegistry); direct callers may pass models.
+    return await spawner.spawn([t if isinstance(t, dict) else t.model_dump() for t in tasks])
+
+
+def agent_tools() -> list[Tool]:
+    return [spawn_agents]
