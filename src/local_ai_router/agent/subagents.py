@@ -199,7 +199,16 @@ class Spawner:
         self._sem = asyncio.Semaphore(self.max_concurrent)
 
     async def spawn(self, tasks: list[dict[str, Any]]) -> str:
-        outcomes = await asyncio.gather(*(self._child(i, t) for i, t in enumerate(tasks, 1)))
+        children = [asyncio.ensure_future(self._child(i, t)) for i, t in enumerate(tasks, 1)]
+        try:
+            outcomes = await asyncio.gather(*children)
+        except BaseException:
+            # gather() returns at the first cancelled child; wait for every child to wind down
+            # so that none outlives the parent's run.
+            for c in children:
+                c.cancel()
+            await asyncio.gather(*children, return_exceptions=True)
+            raise
         return "\n\n".join(self._render(o) for o in outcomes)
 
     def _render(self, o: ChildOutcome) -> str:
