@@ -15,28 +15,14 @@ from local_ai_router.agent.actions import parse_arguments, parse_reply, strip_th
 from local_ai_router.types import Action, InvalidAction, ParsedReply, ToolCall
 
 # ARCHITECTURE.md section 3's built-in tools.
+# fmt: off
 BUILTINS = [
-    "read_file",
-    "write_file",
-    "edit_file",
-    "list_directory",
-    "search_files",
-    "run_shell",
-    "git_status",
-    "git_diff",
-    "git_log",
-    "git_add",
-    "git_commit",
-    "git_push",
-    "git_pull",
-    "git_branch",
-    "git_checkout",
-    "list_skills",
-    "search_skills",
-    "read_skill",
-    "task_complete",
+    "read_file", "write_file", "edit_file", "list_directory", "search_files", "run_shell",
+    "git_status", "git_diff", "git_log", "git_add", "git_commit", "git_push", "git_pull",
+    "git_branch", "git_checkout", "list_skills", "search_skills", "read_skill", "task_complete",
     "spawn_agents",
 ]
+# fmt: on
 FIXTURE_NAME = "tool_call_outputs.jsonl"
 
 

@@ -276,7 +276,9 @@ def keys_create(
     async def go(store: Any) -> tuple[Any, str]:
         try:
             return await store.create(
-                name, scopes, expires_in_s=expires_days * 86400 if expires_days else None
+                name,
+                scopes,
+                expires_in_s=expires_days * 86400 if expires_days is not None else None,
             )
         except ValueError as exc:
             fail(str(exc))
@@ -290,9 +292,14 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(config: ConfigOpt = None) -> None:
+def keys_list(
+    config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """List keys (never their plaintext)."""
     keys = _with_keys(config, lambda s: s.list())
+    if as_json:
+        print(json.dumps([{**k.to_dict(), "expired": k.expired()} for k in keys], indent=2))
+        return
     table = Table("id", "name", "prefix", "scopes", "state", "expires")
     import time
 

@@ -70,6 +70,15 @@ Message = dict[str, Any]
 # --------------------------------------------------------------------------- values
 
 
+def _count(value: Any) -> int:
+    """A token count from a server, which may send null, floats or garbage."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float) and value >= 0:
+        return int(value)
+    return 0
+
+
 @dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
@@ -95,8 +104,8 @@ class Usage:
         if not isinstance(data, dict):
             return cls()
         return cls(
-            prompt_tokens=int(data.get("prompt_tokens") or 0),
-            completion_tokens=int(data.get("completion_tokens") or 0),
+            prompt_tokens=_count(data.get("prompt_tokens")),
+            completion_tokens=_count(data.get("completion_tokens")),
         )
 
 

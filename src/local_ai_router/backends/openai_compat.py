@@ -70,9 +70,11 @@ def parse_chat_response(data: Any) -> ChatResult:
             "the server returned no choices (an overflowing context does this on vLLM)"
         )
     choice = choices[0] if isinstance(choices[0], dict) else {}
-    msg = choice.get("message") or {}
+    msg = choice.get("message")
+    msg = msg if isinstance(msg, dict) else {}
+    raw_calls = msg.get("tool_calls")
     calls: list[ToolCall] = []
-    for raw in msg.get("tool_calls") or ():
+    for raw in raw_calls if isinstance(raw_calls, list) else ():
         if not isinstance(raw, dict):
             continue
         fn = raw.get("function") or {}
@@ -86,10 +88,14 @@ def parse_chat_response(data: Any) -> ChatResult:
             )
         )
     content = msg.get("content")
+    try:
+        usage = Usage.from_openai(data.get("usage"))
+    except (TypeError, ValueError):  # a server's odd usage must not lose the reply
+        usage = Usage()
     return ChatResult(
         content=content if isinstance(content, str) else None,
         tool_calls=calls,
-        usage=Usage.from_openai(data.get("usage")),
+        usage=usage,
         model=str(data.get("model") or ""),
         finish_reason=choice.get("finish_reason"),
         reasoning=msg.get("reasoning_content") or msg.get("reasoning"),
@@ -154,6 +160,10 @@ def synthesize_stream(data: dict[str, Any]) -> list[bytes]:
     return [json.dumps(c, separators=(",", ":")).encode() for c in chunks]
 
 
+def _is_json(response: httpx2.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("application/json")
+
+
 class OpenAICompatBackend:
     """A model server reachable over the OpenAI API."""
 
@@ -211,7 +221,7 @@ class OpenAICompatBackend:
             r = await self._client.post(
                 f"{self.base_url}/chat/completions", content=self._encode(payload)
             )
-        except (httpx2.TransportError, httpx2.TimeoutException) as exc:
+        except httpx2.RequestError as exc:
             raise self._unavailable(exc) from None
         if r.status_code >= 400:
             self._raise_for(r.status_code, r.text)
@@ -224,6 +234,14 @@ class OpenAICompatBackend:
         if not isinstance(data, dict):
             raise BackendProtocolError(
                 f"backend {self.name} returned a non-object", backend=self.name
+            )
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            # vLLM answers an overflowing prompt this way; no client can use it.
+            raise BackendProtocolError(
+                f"backend {self.name} returned no choices (an overflowing context does this "
+                "on vLLM)",
+                backend=self.name,
             )
         return data
 
@@ -245,18 +263,43 @@ class OpenAICompatBackend:
         )
         try:
             response = await self._client.send(request, stream=True)
-        except (httpx2.TransportError, httpx2.TimeoutException) as exc:
+        except httpx2.RequestError as exc:
             raise self._unavailable(exc) from None
-        if response.status_code >= 400:
-            text = (await response.aread()).decode("utf-8", "replace")
-            await response.aclose()
-            self._raise_for(response.status_code, text)
+        if response.status_code >= 400 or _is_json(response):
+            try:
+                raw = await response.aread()
+            except httpx2.HTTPError as exc:
+                raise self._unavailable(exc) from None
+            finally:
+                await response.aclose()
+            text = raw.decode("utf-8", "replace")
+            if response.status_code >= 400:
+                self._raise_for(response.status_code, text)
+            # A server that ignores stream=true answers with one JSON completion.
+            return UpstreamStream(None, self.name, synthesize_stream(self._completion(text)))
         return UpstreamStream(response, self.name)
+
+    def _completion(self, text: str) -> dict[str, Any]:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("choices"), list)
+            or not data["choices"]
+        ):
+            raise BackendProtocolError(
+                f"backend {self.name} answered a stream request with JSON that is not a "
+                f"completion: {text[:200]!r}",
+                backend=self.name,
+            )
+        return data
 
     async def models(self) -> list[dict[str, Any]]:
         try:
             r = await self._client.get(f"{self.base_url}/models")
-        except (httpx2.TransportError, httpx2.TimeoutException) as exc:
+        except httpx2.RequestError as exc:
             raise self._unavailable(exc) from None
         if r.status_code >= 400:
             self._raise_for(r.status_code, r.text)
@@ -266,6 +309,10 @@ class OpenAICompatBackend:
             raise BackendProtocolError(
                 f"backend {self.name}: /models is not JSON", backend=self.name
             ) from None
+        if not isinstance(data, list):
+            raise BackendProtocolError(
+                f"backend {self.name}: /models has no 'data' list", backend=self.name
+            )
         return [m for m in data if isinstance(m, dict) and m.get("id")]
 
     async def health(self, timeout: float) -> bool:
@@ -273,7 +320,7 @@ class OpenAICompatBackend:
             r = await self._client.get(
                 f"{self.base_url}{self.profile.health_path}", timeout=timeout
             )
-        except (httpx2.TransportError, httpx2.TimeoutException):
+        except httpx2.RequestError:
             return False
         return r.status_code < 500
 

@@ -75,7 +75,8 @@ def _json_object_schema(body: dict[str, Any]) -> None:
     """llama-cpp-python takes {"type": "json_object", "schema": S}; json_schema gets HTTP 500."""
     rf = body.get("response_format")
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
-        schema = (rf.get("json_schema") or {}).get("schema")
+        spec = rf.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
         body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
 
 

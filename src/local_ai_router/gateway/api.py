@@ -8,19 +8,23 @@ produces a traceback.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from ..types import BackendError, BackendHTTPError, RoutingError
 from .auth import require_scope
 from .service import Attempt, Gateway, StreamSession, sse
 
-__all__ = ["ApiError", "build_gateway_router", "error_response"]
+__all__ = ["ApiError", "build_gateway_router", "error_response", "read_json"]
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -80,10 +84,13 @@ class ChatRequest(BaseModel):
     """Only what the gateway must read; everything else passes through untouched."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = "auto"
+    # Strict: the body is forwarded as sent, so "yes" or "5" must not be coerced here
+    # and then reach the backend (or the router) as a string.
+    model: StrictStr = "auto"
     messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(None, gt=0)
+    stream: StrictBool | None = False
+    max_tokens: StrictInt | None = Field(None, gt=0)
+    max_completion_tokens: StrictInt | None = Field(None, gt=0)
     tools: list[dict[str, Any]] | None = None
 
 
@@ -93,15 +100,23 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise ApiError(
             413, f"request body is {length} bytes; the limit is {max_bytes}", code="body_too_large"
         )
-    raw = await request.body()
-    if len(raw) > max_bytes:
-        raise ApiError(413, f"request body exceeds {max_bytes} bytes", code="body_too_large")
-    if not raw:
+    # Read chunk by chunk: a chunked upload without content-length must not fill memory.
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, f"request body exceeds {max_bytes} bytes", code="body_too_large")
+        parts.append(chunk)
+    raw = b"".join(parts)
+    if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object", code="invalid_json")
     try:
         return json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
 
 
 def parse_chat_body(data: Any) -> dict[str, Any]:
@@ -131,10 +146,16 @@ def _headers(request: Request) -> dict[str, str]:
     return {k: h[k] for k in ("x-backend", "x-force-big") if k in h}
 
 
+_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+
+
 def _route_headers(attempt: Attempt) -> dict[str, str]:
     if attempt.state is None:
         return {}
-    return {"X-Backend": attempt.state.name, "X-Model": attempt.model or ""}
+    # The model name can come from the caller (a backend with no model list takes any
+    # name); a newline or non-Latin-1 character must not break the response headers.
+    model = _NOT_HEADER_SAFE.sub("?", attempt.model or "")
+    return {"X-Backend": attempt.state.name, "X-Model": model}
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -148,29 +169,48 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+_ID_CHARS = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+
+
 class MemoryContext:
     """X-Enable-Memory handling for one request."""
 
     def __init__(self, gateway: Gateway, request: Request, memory: Any):
         self.enabled = request.headers.get("x-enable-memory", "").lower() in ("1", "true", "yes")
         self.user_id = request.headers.get("x-user-id")
-        self.conversation_id = request.headers.get("x-conversation-id")
+        self.conversation_id = request.headers.get("x-conversation-id") or None
         self.memory = memory
-        if self.enabled and not self.user_id:
+        if not self.enabled:
+            return
+        if not self.user_id:
             raise ApiError(400, "X-Enable-Memory needs an X-User-ID header", code="missing_user_id")
+        if len(self.user_id) > 200:
+            raise ApiError(400, "X-User-ID is longer than 200 characters", code="invalid_user_id")
+        if self.conversation_id and not _ID_CHARS.match(self.conversation_id):
+            raise ApiError(
+                400,
+                "X-Conversation-ID must be 1-64 characters of letters, digits and _.:@-",
+                code="invalid_conversation_id",
+            )
 
     async def open(self, body: dict[str, Any]) -> None:
         if self.enabled:
+            assert self.user_id is not None
             try:
                 self.conversation_id = await self.memory.ensure_conversation(
                     self.user_id, self.conversation_id, _last_user_text(body)[:80] or "conversation"
                 )
             except PermissionError as exc:
-                raise ApiError(403, str(exc), code="forbidden") from None
+                raise ApiError(403, str(exc), type_="permission_error", code="forbidden") from None
 
     async def store(self, body: dict[str, Any], reply: str, model: str) -> None:
-        if self.enabled and self.conversation_id:
+        """Store the turn; a failure is logged, never turned into a failed reply."""
+        if not (self.enabled and self.conversation_id):
+            return
+        try:
             await self.memory.add_turn(self.conversation_id, _last_user_text(body), reply, model)
+        except Exception:
+            log.exception("memory: storing a turn of %s failed", self.conversation_id)
 
     def headers(self) -> dict[str, str]:
         return (
@@ -211,7 +251,7 @@ def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
                 error=f"{err.code}: {err.message}",
             )
             raise err from None
-        usage = data.get("usage") or {}
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         gateway.account(
             attempt,
             "chat",
@@ -223,10 +263,7 @@ def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
             key_id=key_id,
         )
         if mem.enabled:
-            choice = (data.get("choices") or [{}])[0]
-            await mem.store(
-                body, str((choice.get("message") or {}).get("content") or ""), attempt.model
-            )
+            await mem.store(body, _reply_text(data), attempt.model)
         return Response(
             json.dumps(data, separators=(",", ":")),
             media_type="application/json",
@@ -280,6 +317,7 @@ def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
         text_parts: list[str] = []
         usage: dict[str, Any] = {}
         status, error = 200, None
+        finished = False
         try:
             payload = session.first
             events = session.events
@@ -305,8 +343,15 @@ def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
                         }
                     )
                     break
+            if status == 200:
+                # Before [DONE]: a client that reads the conversation right after the
+                # stream ends must find this turn in it.
+                await mem.store(body, "".join(text_parts), session.attempt.model)
+            finished = True  # the upstream is done; only the terminator is left to send
             yield b"data: [DONE]\n\n"
         finally:
+            if not finished and error is None:
+                status, error = 499, "client_closed: the client left before the stream ended"
             await gateway.close_stream(session)
             gateway.account(
                 session.attempt,
@@ -320,8 +365,6 @@ def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
                 stream=True,
                 error=error,
             )
-        if mem.enabled:
-            await mem.store(body, "".join(text_parts), session.attempt.model)
 
     @r.get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -400,6 +443,14 @@ def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
         return await _set_drain(request, name, False)
 
     return r
+
+
+def _reply_text(data: dict[str, Any]) -> str:
+    choices = data.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    msg = choice.get("message") if isinstance(choice, dict) else None
+    content = msg.get("content") if isinstance(msg, dict) else None
+    return content if isinstance(content, str) else ""
 
 
 def _collect(payload: bytes, text_parts: list[str], usage: dict[str, Any]) -> None:

@@ -91,6 +91,8 @@ class KeyStore:
             raise ValueError(f"unknown scope(s) {', '.join(bad)}; choose from {', '.join(SCOPES)}")
         if not scopes:
             raise ValueError("a key needs at least one scope")
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise ValueError("expiry must be in the future (a positive duration)")
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         key = ApiKey(
@@ -99,7 +101,7 @@ class KeyStore:
             prefix=plaintext[:10],
             scopes=tuple(scopes),
             created_at=now,
-            expires_at=now + expires_in_s if expires_in_s else None,
+            expires_at=now + expires_in_s if expires_in_s is not None else None,
             disabled=False,
         )
         async with self.db.engine.begin() as conn:

@@ -23,8 +23,20 @@ class SearchRequest(BaseModel):
 def build_memory_router(app_state: Any) -> APIRouter:
     r = APIRouter(prefix="/memory")
 
-    def user_of(request: Request) -> str | None:
-        return request.headers.get("x-user-id") or request.query_params.get("user_id")
+    def user_of(request: Request, claimed: str | None = None) -> str:
+        """The caller's user id; required, so no caller can read every user's memory."""
+        user = request.headers.get("x-user-id") or request.query_params.get("user_id")
+        if user and claimed and claimed != user:
+            raise ApiError(
+                403,
+                "user_id in the body differs from X-User-ID",
+                type_="permission_error",
+                code="forbidden",
+            )
+        user = user or claimed
+        if not user:
+            raise ApiError(400, "memory endpoints need an X-User-ID header", code="missing_user_id")
+        return user
 
     @r.get("/conversations")
     async def list_conversations(request: Request) -> Response:
@@ -59,7 +71,7 @@ def build_memory_router(app_state: Any) -> APIRouter:
                 f"invalid request: {'.'.join(map(str, err['loc']))}: {err['msg']}",
                 code="invalid_request",
             ) from None
-        hits = await app_state.memory.search(req.query, req.user_id or user_of(request), req.limit)
+        hits = await app_state.memory.search(req.query, user_of(request, req.user_id), req.limit)
         return JSONResponse({"results": hits})
 
     return r

@@ -87,9 +87,11 @@ class BackendState:
         return self.backend.name
 
     def window_for(self, model: str) -> int | None:
+        # The configured window wins: users set it when the server reports a wrong one
+        # (Ollama's model max while num_ctx is smaller).
         return (
-            self.context_windows.get(model)
-            or self.backend.config.context_window
+            self.backend.config.context_window
+            or self.context_windows.get(model)
             or (
                 next(iter(self.context_windows.values()), None)
                 if len(self.context_windows) == 1
@@ -306,9 +308,10 @@ class Router:
         for s, m in candidates:
             if s.in_flight >= s.max_concurrent:
                 continue
-            if best is None or (s.priority == best[0].priority and (
-                s.in_flight / s.max_concurrent < best[0].in_flight / best[0].max_concurrent
-            )):
+            if best is None or (
+                s.priority == best[0].priority
+                and (s.in_flight / s.max_concurrent < best[0].in_flight / best[0].max_concurrent)
+            ):
                 best = (s, m)
         if best:
             best[0].in_flight += 1

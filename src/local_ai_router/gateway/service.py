@@ -20,11 +20,13 @@ from ..store.db import Database
 from ..types import (
     BackendError,
     BackendHTTPError,
+    BackendProtocolError,
     BackendUnavailable,
     ChatResult,
     ContextLengthError,
     ContextTooLargeError,
     NoHealthyBackendError,
+    RoutingError,
 )
 from .health import HealthMonitor
 from .metrics import Metrics
@@ -234,7 +236,11 @@ class Gateway:
         try:
             return await events.__anext__()
         except StopAsyncIteration:
-            return b""
+            # A real stream always has a first chunk; an empty one is a server quirk
+            # (llama.cpp with tools, vLLM on overflow), so another backend may do better.
+            raise BackendProtocolError(
+                f"backend {st.name} returned an empty stream", backend=st.name
+            ) from None
         except Exception as exc:
             raise BackendUnavailable(
                 f"backend {st.name} dropped the stream before the first byte: {exc}",
@@ -250,14 +256,57 @@ class Gateway:
         self, body: dict[str, Any], headers: Mapping[str, str] | None = None
     ) -> tuple[ChatResult, Attempt]:
         """For the agent: a normalised reply plus where it came from."""
-        data, attempt = await self.chat(body, headers or {})
-        result = parse_chat_response(data)
+        started = time.perf_counter()
+        requested = str(body.get("model") or "auto")
+        try:
+            data, attempt = await self.chat(body, headers or {})
+            result = parse_chat_response(data)
+        except BackendError as exc:
+            status = exc.status if isinstance(exc, BackendHTTPError) else 502
+            self._account_error("agent", status, "upstream_error", started, requested)
+            raise
+        except RoutingError as exc:
+            self._account_error("agent", exc.status_code, exc.code, started, requested)
+            raise
         self.account(
-            attempt, "agent", 200, result.usage.prompt_tokens, result.usage.completion_tokens, 0.0
+            attempt,
+            "agent",
+            200,
+            result.usage.prompt_tokens,
+            result.usage.completion_tokens,
+            time.perf_counter() - started,
+            model_requested=requested,
         )
         return result, attempt
 
+    def _account_error(
+        self, endpoint: str, status: int, code: str, started: float, requested: str
+    ) -> None:
+        self.account(
+            None,
+            endpoint,
+            status,
+            None,
+            None,
+            time.perf_counter() - started,
+            model_requested=requested,
+            error=code,
+        )
+
     # ------------------------------------------------------------ accounting
+
+    def _model_label(self, requested: str | None) -> str:
+        """The metrics label for a request that reached no backend.
+
+        Only known names: a label per made-up model name would let any caller grow
+        the metric's series without bound.
+        """
+        if not requested:
+            return ""
+        known = requested in self.settings.aliases or any(
+            requested in st.models for st in self.router.states.values()
+        )
+        return requested if known else "(unknown)"
 
     def account(
         self,
@@ -274,7 +323,8 @@ class Gateway:
         error: str | None = None,
     ) -> None:
         provider = attempt.state.name if attempt and attempt.state else "none"
-        model = attempt.model if attempt else (model_requested or "")
+        model = attempt.model if attempt else self._model_label(model_requested)
+        prompt_tokens, completion_tokens = _count(prompt_tokens), _count(completion_tokens)
         m = self.metrics
         m.requests.labels(endpoint, model, provider, str(status)).inc()
         if duration_s:
@@ -302,6 +352,13 @@ class Gateway:
                     "error": error,
                 }
             )
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a backend's usage, or None when it is not a sane integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def sse(data: dict[str, Any] | bytes | str) -> bytes:
