@@ -106,6 +106,7 @@ def serve(
             "'lar keys create NAME --scope chat --scope agent'), or pass --insecure."
         )
     _check_storage(settings)
+    _check_agent(settings)
     if not settings.backends:
         err.print(
             "[yellow]No backends configured.[/] Add one to local-ai-router.yaml, e.g.:\n"
@@ -125,6 +126,16 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+def _check_agent(settings: Settings) -> None:
+    """Permission rules and hooks are parsed before serving: a typo is an error now, not later."""
+    from .agent.policy_setup import validate_agent_config
+
+    try:
+        validate_agent_config(settings.agent)
+    except ConfigError as exc:
+        fail(str(ConfigError(exc.problem, file=settings.source, key=exc.key)))
 
 
 def _check_storage(settings: Settings) -> None:

@@ -36,19 +36,16 @@ __all__ = ["run"]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text | json | stream-json")]
 
 
-def _terminal_approver(renderer: EventRenderer) -> Any:
-    """Ask on the terminal: yes / no / always (this session)."""
-    always: set[str] = set()
+def _terminal_approver(renderer: EventRenderer, active: Any) -> Any:
+    """Ask on the terminal: yes / no / always (adds a session allow rule, as Claude Code does)."""
 
     async def approve(
         loop: AgentLoop, request_id: str, tool: str, args: dict[str, Any], verdict: GateResult
     ) -> GateResult:
-        if tool in always:
-            return GateResult("allow", "user", "allowed for this session")
         answer = await asyncio.to_thread(renderer.ask, tool, args, verdict.reason)
-        if answer == "always":
-            always.add(tool)
-            return GateResult("allow", "user", "always allowed for this session")
+        if answer == "always" and active.policy is not None:
+            added = active.policy.policy.remember(tool, args)
+            return GateResult("allow", "user", f"always allowed this session: {', '.join(added)}")
         return GateResult("allow" if answer == "yes" else "deny", "user", f"{answer} by the user")
 
     return approve
@@ -89,7 +86,7 @@ async def _run_local(
         renderer = EventRenderer(output)
         active = await rt.agent.start_run(req)
         if req.interactive:
-            active.loop.approver = _terminal_approver(renderer)
+            active.loop.approver = _terminal_approver(renderer, active)
         return await _consume(active.stream(), renderer, rt, active.run_id)
     finally:
         await rt.stop()
@@ -258,7 +255,7 @@ def chat(
                     task=line, workspace=ws, model=model, session_id=session_id, interactive=True
                 )
                 active = await rt.agent.start_run(req)
-                active.loop.approver = _terminal_approver(renderer)
+                active.loop.approver = _terminal_approver(renderer, active)
                 session_id = active.loop.spec.session_id
                 await _consume(active.stream(), renderer, rt, active.run_id)
         finally:

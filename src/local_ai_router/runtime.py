@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .agent.policy_setup import validate_agent_config
 from .agent.runner import AgentService
 from .backends.base import Backend
 from .config import Settings
@@ -57,6 +58,7 @@ class Runtime:
         )
 
     async def start(self) -> None:
+        validate_agent_config(self.settings.agent)  # bad rules or hooks fail here, not mid-run
         await self.db.open()
         if self.manage_embedded:
             from .backends.embedded import start_embedded_if_needed

@@ -291,12 +291,12 @@ class AgentLoop:
         # A repaired history is stored anew so the session stays valid for the next request.
         self._rewrite = len(history) != len(spec.history)
         self.emit("run_started", task=spec.task, model=self._info.model or spec.model)
+        started = await self.hooks.session_start(self, "resume" if history else "startup")
         verdict = await self.hooks.user_prompt_submit(self, spec.task)
         if verdict.block:
             raise _Finish("failed", error=f"prompt blocked by hook: {verdict.reason}")
-        task = spec.task + (
-            f"\n\n{verdict.additional_context}" if verdict.additional_context else ""
-        )
+        notes = [n for n in (started.additional_context, verdict.additional_context) if n]
+        task = spec.task + ("\n\n" + "\n".join(notes) if notes else "")
         self.messages.append({"role": "user", "content": task})
 
     async def _finish(self, status: str, answer: str | None, error: str | None) -> None:
@@ -514,7 +514,7 @@ class AgentLoop:
         raise _Finish("completed", answer=answer)
 
     async def _decide(self, action: Action, args: dict[str, Any]) -> GateResult:
-        verdict = await self.gate.check(self, action.tool, args)
+        verdict = await self.gate.check(self, action.tool, args, call_id=action.call_id)
         request_id = None
         if verdict.decision == "ask":
             request_id = f"req_{action.call_id}"[:60]

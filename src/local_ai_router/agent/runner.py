@@ -30,7 +30,9 @@ from ..tools.registry import ToolContext, ToolRegistry, scrubbed_env
 from ..tools.skills import skill_tools
 from ..types import ChatResult, Event, Message
 from .compaction import Compactor
+from .gate import LoopGate, PermissionGate
 from .loop import AgentLoop, RunResult, RunSpec
+from .policy_setup import RunPolicy, build_run_policy
 from .seams import GateResult, ModelInfo, deny_approver
 from .subagents import AgentDefinition, Spawner, load_definitions
 from .subagents import listing as agents_listing
@@ -149,6 +151,7 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
     mcp: McpManager | None = None
     parent: ActiveRun | None = None  # subagents stream their events into the parent's
+    policy: RunPolicy | None = None
 
     @property
     def run_id(self) -> str:
@@ -208,7 +211,9 @@ class AgentService:
             registry = registry.subset([n for n in registry.names() if n in keep])
         return registry
 
-    async def _spec(self, req: RunRequest) -> tuple[RunSpec, ToolContext, ToolRegistry]:
+    async def _spec(
+        self, req: RunRequest, rp: RunPolicy
+    ) -> tuple[RunSpec, ToolContext, ToolRegistry]:
         cfg = self.settings.agent
         workspace = req.workspace.resolve()
         history: list[Message] = []
@@ -222,6 +227,7 @@ class AgentService:
             session_id = await self.store.create_session(str(workspace), req.task[:200], kind=kind)
         skills = await SkillIndex.adiscover(cfg.skills_dirs, workspace=workspace)
         tools = self.tools_for(req)
+        tools = tools.subset([n for n in tools.names() if rp.policy.is_tool_offered(n)])
         definitions, problems = load_definitions(workspace, cfg.subagents.definitions)
         for p in problems:
             log.warning("agent definition skipped: %s", p)
@@ -241,7 +247,7 @@ class AgentService:
             system_prompt=req.system_prompt,
             skills_listing=skills.prompt_listing(400) if len(skills) else "",
             agents_listing=agents_listing(definitions, 300) if "spawn_agents" in tools else "",
-            permission_mode=req.permission_mode or cfg.permissions.mode,
+            permission_mode=rp.policy.mode,
         )
         ctx = ToolContext(
             workspace=workspace,
@@ -249,8 +255,14 @@ class AgentService:
             output_limit=cfg.tool_output_limit,
             run_id=run_id,
             session_id=session_id,
-            services={"skills": skills, "definitions": definitions},
+            services={
+                "skills": skills,
+                "definitions": definitions,
+                "read_denied": rp.policy.read_denied,
+            },
         )
+        if rp.shell_wrapper is not None:
+            ctx.services["shell_wrapper"] = rp.shell_wrapper
         return spec, ctx, tools
 
     async def _mcp(self, workspace: Path) -> tuple[McpManager | None, list[Any]]:
@@ -261,13 +273,32 @@ class AgentService:
         manager = McpManager(configs, base_env=scrubbed_env())
         return manager, await manager.start()
 
+    def _policy(self, req: RunRequest, parent: ActiveRun | None) -> RunPolicy:
+        """A child shares its parent's rules, session allows and hooks (its own mode if set)."""
+        if parent is None or parent.policy is None:
+            return build_run_policy(
+                self.settings.agent, req.workspace.resolve(), req.permission_mode
+            )
+        prp = parent.policy
+        if not req.permission_mode or req.permission_mode == prp.policy.mode:
+            return prp
+        policy = prp.policy.with_mode(req.permission_mode)
+        return RunPolicy(
+            policy,
+            prp.runner,
+            LoopGate(PermissionGate(policy, prp.runner)),
+            prp.hooks,
+            prp.shell_wrapper,
+        )
+
     async def start_run(self, req: RunRequest, *, parent: ActiveRun | None = None) -> ActiveRun:
-        spec, ctx, tools = await self._spec(req)
+        rp = self._policy(req, parent)
+        spec, ctx, tools = await self._spec(req, rp)
         mcp, failures = await self._mcp(spec.workspace)
         if mcp is not None:
             offered = set(req.tools) if req.tools is not None else None
             for t in mcp.tools():
-                if offered is None or t.name in offered:
+                if (offered is None or t.name in offered) and rp.policy.is_tool_offered(t.name):
                     tools.register(t)
         await self.store.create_run(
             run_id=spec.run_id,
@@ -293,12 +324,16 @@ class AgentService:
             ctx=ctx,
             recorder=StoreRecorder(self.store),
             compactor=compactor,
+            gate=rp.gate,
+            hooks=rp.hooks,
         )
+        for warning in rp.runner.warnings:
+            loop.emit("error", kind="hook", message=warning)
         for f in failures:
             loop.emit(
                 "error", kind="mcp", message=f"MCP server {f.server!r} did not start: {f.error}"
             )
-        run = ActiveRun(loop=loop, request=req, mcp=mcp, parent=parent)
+        run = ActiveRun(loop=loop, request=req, mcp=mcp, parent=parent, policy=rp)
         if parent is not None:
             loop.approver = parent.loop.approver  # whoever answers the parent answers its children
         else:
@@ -339,13 +374,18 @@ class AgentService:
             fut: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
             run.approvals[request_id] = fut
             try:
-                decision, _remember = await asyncio.wait_for(fut, timeout)
+                decision, remember = await asyncio.wait_for(fut, timeout)
             except TimeoutError:
                 return GateResult(
                     "deny", "default", f"no answer within {timeout:g}s (ask_timeout_s)"
                 )
             finally:
                 run.approvals.pop(request_id, None)
+            if decision == "allow" and remember and run.policy is not None:
+                added = run.policy.policy.remember(tool, args)
+                return GateResult(
+                    "allow", "user", f"allowed by the user; remembered: {', '.join(added)}"
+                )
             return GateResult(decision, "user", f"{decision} by the user")
 
         return approve
@@ -376,6 +416,8 @@ class AgentService:
             depth=preq.depth + 1,
         )
         child = await self.start_run(req, parent=parent)
+        if parent.policy is not None:
+            await parent.policy.hooks.subagent_start(parent.loop, child.run_id, d.name)
         return child
 
     def answer(self, run_id: str, request_id: str, decision: str, remember: bool = False) -> bool:

@@ -57,13 +57,17 @@ class GateResult:
 
 
 class Gate(Protocol):
-    async def check(self, loop: AgentLoop, tool: str, args: dict[str, Any]) -> GateResult: ...
+    async def check(
+        self, loop: AgentLoop, tool: str, args: dict[str, Any], *, call_id: str = ""
+    ) -> GateResult: ...
 
 
 class AllowAll:
     """The gate of a library user who wants none (every action is still routed through it)."""
 
-    async def check(self, loop: AgentLoop, tool: str, args: dict[str, Any]) -> GateResult:
+    async def check(
+        self, loop: AgentLoop, tool: str, args: dict[str, Any], *, call_id: str = ""
+    ) -> GateResult:
         return GateResult("allow", "default", "no permission policy configured")
 
 
@@ -90,6 +94,9 @@ class HookVerdict:
 
 class LoopHooks:
     """Lifecycle hooks around a run; the default does nothing."""
+
+    async def session_start(self, loop: AgentLoop, source: str = "startup") -> HookVerdict:
+        return HookVerdict()
 
     async def user_prompt_submit(self, loop: AgentLoop, prompt: str) -> HookVerdict:
         return HookVerdict()

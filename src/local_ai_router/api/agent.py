@@ -16,7 +16,7 @@ from ..agent.runner import ActiveRun, AgentService, RunRequest
 from ..gateway.api import ApiError, read_json
 from ..gateway.auth import require_scope
 from ..store.agent_store import AgentStore
-from ..types import Event
+from ..types import ConfigError, Event
 
 __all__ = ["allowed_workspace", "build_agent_router", "sse_event"]
 
@@ -107,6 +107,8 @@ def build_agent_router(state: Any) -> APIRouter:
             active = await service.start_run(req)
         except KeyError as exc:
             raise ApiError(404, str(exc).strip("'\""), code="not_found") from None
+        except ConfigError as exc:
+            raise ApiError(400, str(exc), code="invalid_settings") from None
         if wants_sse:
             return StreamingResponse(
                 _sse(active),
