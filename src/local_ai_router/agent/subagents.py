@@ -16,6 +16,7 @@ in the config: frontmatter ``name``, ``description``, ``tools``, ``model``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -174,6 +175,13 @@ def listing(defs: Mapping[str, AgentDefinition], budget_chars: int = 400) -> str
     return "\n".join(lines)
 
 
+async def _until(event: asyncio.Event) -> None:
+    """Wait for ``event`` even if this task is cancelled again meanwhile (cleanup must finish)."""
+    while not event.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(event.wait())
+
+
 @dataclass
 class ChildOutcome:
     index: int
@@ -206,7 +214,8 @@ class Spawner:
             # gather() returns at the first cancelled child; wait for every child to wind down
             # so that none outlives the parent's run.
             for c in children:
-                c.cancel()
+                if not c.done() and not c.cancelling():
+                    c.cancel()
             await asyncio.gather(*children, return_exceptions=True)
             raise
         return "\n\n".join(self._render(o) for o in outcomes)
@@ -248,7 +257,7 @@ class Spawner:
             outcome.status, outcome.error = "timeout", f"no answer within {self.timeout_s:g}s"
         except asyncio.CancelledError:  # the parent was cancelled: so are its children
             child.loop.cancel()
-            await asyncio.shield(child.done.wait())
+            await _until(child.done)
             raise
         else:
             result = child.loop.result
