@@ -227,7 +227,11 @@ class AgentService:
             session_id = await self.store.create_session(str(workspace), req.task[:200], kind=kind)
         skills = await SkillIndex.adiscover(cfg.skills_dirs, workspace=workspace)
         tools = self.tools_for(req)
-        tools = tools.subset([n for n in tools.names() if rp.policy.is_tool_offered(n)])
+        # No skill folders: the skill tools would only cost prompt tokens and tempt small models.
+        hidden = set() if len(skills) else {t.name for t in skill_tools()}
+        tools = tools.subset(
+            [n for n in tools.names() if rp.policy.is_tool_offered(n) and n not in hidden]
+        )
         definitions, problems = load_definitions(workspace, cfg.subagents.definitions)
         for p in problems:
             log.warning("agent definition skipped: %s", p)
