@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,8 @@ class AgentLoop:
         self._mode = "native"
         self._rewrite = False  # stored messages must be replaced at the next commit
         self._deferred: list[tuple[str, dict[str, Any]]] = []  # events waiting for the commit
+        self._held: list[Event] | None = None  # events emitted while a step is being stored
+        self._writing: asyncio.Future[None] | None = None  # the step being stored
         self._extra_tokens = 0  # what tool / output schemas add to every request
         self._invalid_run = 0  # invalid actions in a row
         self._messages_run = 0  # replies without an action in a row
@@ -203,16 +206,23 @@ class AgentLoop:
             type=type_,
             run_id=self.spec.run_id,
             session_id=self.spec.session_id,
-            seq=self._seq,
+            seq=-1,
             data=data,
             parent_run_id=self.spec.parent_run_id,
         )
+        if self._held is not None:  # a step is being stored: its events go out first
+            self._held.append(ev)
+        else:
+            self._publish(ev)
+        return ev
+
+    def _publish(self, ev: Event) -> None:
+        ev.seq = self._seq  # numbered when published, so seq follows stream order
         self._seq += 1
         if self._queue is not None:
             self._queue.put_nowait(ev)
         else:
             self._pending.append(ev)
-        return ev
 
     def forward(self, ev: Event) -> None:
         """Pass a subagent's event through this run's stream, unchanged."""
@@ -300,6 +310,11 @@ class AgentLoop:
         self.messages.append({"role": "user", "content": task})
 
     async def _finish(self, status: str, answer: str | None, error: str | None) -> None:
+        try:
+            await self._settle()
+        except Exception as exc:
+            log.exception("storing the last step of run %s failed", self.spec.run_id)
+            status, error = "failed", f"could not store the run: {exc}"
         r = self.result
         r.status, r.final_answer, r.error = status, answer, error
         if self.recorder:
@@ -312,17 +327,47 @@ class AgentLoop:
         self.emit("run_finished", **r.to_dict(self.spec), error=error)
 
     async def _commit(self, step: int) -> None:
-        if self.recorder:
-            if self._rewrite:  # earlier messages changed (compaction, repair): store them anew
-                await self.recorder.commit_step(self, step, self.messages[1:], 0, replace_all=True)
-                self._rewrite = False
-            else:
-                new = self.messages[self._stored :]
-                await self.recorder.commit_step(self, step, new, self._stored - 1)
-            self._stored = len(self.messages)
+        """Store the step in the background while the next model call goes out.
+
+        The step's results are announced (and later events released) only once the write
+        has landed, so whoever saw a result can rely on it after a crash; a failed write
+        fails the run at the next step boundary.
+        """
+        await self._settle()
         deferred, self._deferred = self._deferred, []
-        for type_, data in deferred:
-            self.emit(type_, **data)
+        if not self.recorder:
+            for type_, data in deferred:
+                self.emit(type_, **data)
+            return
+        if self._rewrite:  # earlier messages changed (compaction, repair): store them anew
+            write = self.recorder.commit_step(self, step, self.messages[1:], 0, replace_all=True)
+            self._rewrite = False
+        else:
+            write = self.recorder.commit_step(
+                self, step, self.messages[self._stored :], self._stored - 1
+            )
+        self._stored = len(self.messages)
+        self._held = []
+        self._writing = asyncio.ensure_future(self._land(write, deferred))
+
+    async def _land(
+        self, write: Awaitable[None], deferred: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        try:
+            await write
+        finally:
+            held, self._held = self._held or [], None
+            if sys.exc_info()[0] is None:
+                for type_, data in deferred:
+                    self.emit(type_, **data)
+            for ev in held:
+                self._publish(ev)
+
+    async def _settle(self) -> None:
+        """Wait for the step being stored; its failure is this run's failure."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
 
     async def _guard(self, aw: Awaitable[T]) -> T:
         """Await ``aw`` unless the run is cancelled first."""

@@ -23,10 +23,9 @@ __all__ = [
 ]
 
 BASE = (
-    "You are a coding agent working in the directory {workspace}. "
-    "Each turn, call exactly one tool; you will see its result next turn. "
-    "Inspect before you change things; keep tool outputs small. "
-    "When the task is done, call task_complete with the final answer."
+    "You are a coding agent in {workspace}. Each turn, call exactly one tool; "
+    "its result comes next turn. Look before you change things. "
+    "When done, call task_complete with the final answer."
 )
 
 TEXT_PROTOCOL = (
@@ -55,7 +54,7 @@ def build_system_prompt(
     if skills_listing:
         parts.append("Skills (read_skill NAME for instructions):\n" + skills_listing)
     if agents_listing and "spawn_agents" in tools:
-        parts.append("Agent types for spawn_agents:\n" + agents_listing)
+        parts.append("spawn_agents types:\n" + agents_listing)
     if mode in ("text", "constrained"):
         parts.append(TEXT_PROTOCOL.format(tools=tools.compact_text()))
     return "\n\n".join(parts)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,21 +75,24 @@ class StoreRecorder:
     def __init__(self, store: AgentStore):
         self.store = store
         self._records: list[StepRecord] = []
+        self._audits: list[dict[str, Any]] = []
 
     def add_record(self, loop: AgentLoop, step: int, kind: str, **fields: Any) -> None:
         self._records.append(StepRecord(step=step, kind=kind, **fields))
 
-    async def commit_step(
+    def commit_step(
         self,
         loop: AgentLoop,
         step: int,
         new_messages: list[Message],
         first_seq: int,
         replace_all: bool = False,
-    ) -> None:
+    ) -> Awaitable[None]:
+        # Snapshot now: the loop writes in the background while the next step starts.
         records, self._records = self._records, []
+        audits, self._audits = self._audits, []
         u = loop.result.usage
-        await self.store.commit_step(
+        return self.store.commit_step(
             run_id=loop.spec.run_id,
             session_id=loop.spec.session_id,
             first_seq=first_seq,
@@ -97,6 +101,7 @@ class StoreRecorder:
             step=step,
             usage=(u.prompt_tokens, u.completion_tokens),
             replace_all=replace_all,
+            audits=audits,
         )
 
     async def audit(
@@ -107,15 +112,19 @@ class StoreRecorder:
         verdict: GateResult,
         request_id: str | None,
     ) -> None:
-        await self.store.add_audit(
-            run_id=loop.spec.run_id,
-            session_id=loop.spec.session_id,
-            tool=tool,
-            args=args,
-            decision=verdict.decision,
-            by=verdict.by,
-            reason=verdict.reason,
-            request_id=request_id,
+        # Stored with the step's transaction: one commit per step, not one per decision.
+        self._audits.append(
+            {
+                "run_id": loop.spec.run_id,
+                "session_id": loop.spec.session_id,
+                "tool": tool,
+                "args": args,
+                "decision": verdict.decision,
+                "by": verdict.by,
+                "reason": verdict.reason,
+                "request_id": request_id,
+                "created_at": time.time(),
+            }
         )
 
     async def finish(self, loop: AgentLoop, result: RunResult) -> None:

@@ -6,6 +6,7 @@ runs in a unit test with fakes and in the server with the real parts.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -118,9 +119,17 @@ class LoopHooks:
 
 class Recorder(Protocol):
     def add_record(self, loop: AgentLoop, step: int, kind: str, **fields: Any) -> None: ...
-    async def commit_step(
-        self, loop: AgentLoop, step: int, new_messages: list[Message], first_seq: int
-    ) -> None: ...
+    def commit_step(
+        self,
+        loop: AgentLoop,
+        step: int,
+        new_messages: list[Message],
+        first_seq: int,
+        replace_all: bool = False,
+    ) -> Awaitable[None]:
+        """Snapshot the step now (synchronously); return the write for the loop to await."""
+        ...
+
     async def audit(
         self,
         loop: AgentLoop,

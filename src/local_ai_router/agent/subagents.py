@@ -82,12 +82,10 @@ class AgentDefinition:
 
 def builtin_definitions() -> dict[str, AgentDefinition]:
     return {
-        "general": AgentDefinition(
-            "general", "General-purpose agent for any self-contained task (all tools)."
-        ),
+        "general": AgentDefinition("general", "any self-contained task (all tools)"),
         "explore": AgentDefinition(
             "explore",
-            "Read-only exploration: find and read code, report what is where.",
+            "read-only: find and read code, report what is where",
             prompt="You only read and search; never modify files. Report findings concisely.",
             tools=READ_ONLY_TOOLS,
         ),

@@ -8,6 +8,8 @@ The transport is injectable: unit tests pass ``httpx2.MockTransport``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -119,14 +121,25 @@ class UpstreamStream:
                 yield item
             return
         assert self._response is not None
-        async for line in self._response.aiter_lines():
+        lines = self._response.aiter_lines()
+        async for line in lines:
             if not line.startswith("data:"):
                 continue
             payload = line[5:].strip()
             if payload == "[DONE]":
+                await self._drain(lines)
                 return
             if payload:
                 yield payload.encode()
+
+    @staticmethod
+    async def _drain(lines: AsyncIterator[str]) -> None:
+        """Read to the end of the body so the pooled connection can be reused; closing a
+        response with unread bytes drops the connection (a new TCP handshake per stream)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                async for _ in lines:
+                    pass
 
     async def aclose(self) -> None:
         if self._response is not None:

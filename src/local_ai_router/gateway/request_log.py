@@ -16,9 +16,19 @@ log = logging.getLogger(__name__)
 
 
 class RequestLogWriter:
-    def __init__(self, db: Database, *, max_queue: int = 10_000, batch: int = 200):
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_queue: int = 10_000,
+        batch: int = 200,
+        flush_interval_s: float = 0.25,
+    ):
         self.db = db
         self.batch = batch
+        # Rows wait up to this long to share a transaction: at low rates a transaction per
+        # request cost ~0.4 ms of CPU each (bench/gateway.py).
+        self.flush_interval_s = flush_interval_s
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -36,6 +46,8 @@ class RequestLogWriter:
     async def _run(self) -> None:
         while True:
             rows = [await self._queue.get()]
+            if self.flush_interval_s:
+                await asyncio.sleep(self.flush_interval_s)
             while len(rows) < self.batch and not self._queue.empty():
                 rows.append(self._queue.get_nowait())
             await self._write(rows)

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from ..types import Message
 from .db import Database
@@ -202,57 +202,57 @@ class AgentStore:
         step: int,
         usage: tuple[int, int],
         replace_all: bool = False,
+        audits: list[dict[str, Any]] | None = None,
     ) -> None:
-        """One transaction: the step's messages, its records, the run's counters.
+        """One transaction: the step's messages, its records and audit rows, the run's counters.
 
         ``replace_all``: ``new_messages`` is the whole conversation (after a compaction).
         """
         now = time.time()
-        async with self.db.engine.begin() as conn:
+        message_rows = [
+            {
+                "session_id": session_id,
+                "seq": first_seq + i,
+                "run_id": run_id,
+                "message": m,
+                "created_at": now,
+            }
+            for i, m in enumerate(new_messages)
+        ]
+        step_rows = [
+            {
+                "run_id": run_id,
+                "step": r.step,
+                "kind": r.kind,
+                "tool": r.tool,
+                "args": r.args,
+                "ok": r.ok,
+                "output": r.output,
+                "text": r.text,
+                "created_at": now,
+            }
+            for r in records
+        ]
+
+        def tx(conn: Connection) -> None:
             if replace_all:
-                await conn.execute(
+                conn.execute(
                     delete(session_messages).where(session_messages.c.session_id == session_id)
                 )
-            if new_messages:
-                await conn.execute(
-                    insert(session_messages),
-                    [
-                        {
-                            "session_id": session_id,
-                            "seq": first_seq + i,
-                            "run_id": run_id,
-                            "message": m,
-                            "created_at": now,
-                        }
-                        for i, m in enumerate(new_messages)
-                    ],
-                )
-            if records:
-                await conn.execute(
-                    insert(steps),
-                    [
-                        {
-                            "run_id": run_id,
-                            "step": r.step,
-                            "kind": r.kind,
-                            "tool": r.tool,
-                            "args": r.args,
-                            "ok": r.ok,
-                            "output": r.output,
-                            "text": r.text,
-                            "created_at": now,
-                        }
-                        for r in records
-                    ],
-                )
-            await conn.execute(
+            if message_rows:
+                conn.execute(insert(session_messages), message_rows)
+            if audits:
+                conn.execute(insert(audit), audits)
+            if step_rows:
+                conn.execute(insert(steps), step_rows)
+            conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(steps=step, prompt_tokens=usage[0], completion_tokens=usage[1])
             )
-            await conn.execute(
-                update(sessions).where(sessions.c.id == session_id).values(updated_at=now)
-            )
+            conn.execute(update(sessions).where(sessions.c.id == session_id).values(updated_at=now))
+
+        await self.db.write(tx)
 
     async def finish_run(
         self, run_id: str, status: str, final_answer: str | None, error: str | None

@@ -100,6 +100,14 @@ def _read_window(path: Path, start: int, end: int | None) -> _Window:
     return _Window(lines, total, capped)
 
 
+def _read_text_window(real: Path, start: int, end_line: int | None) -> _Window:
+    """Binary check and read in one worker-thread hop (this runs on every agent step)."""
+    if is_binary_file(real):
+        size = real.stat().st_size
+        raise ToolError(f"{real.name!r} is a binary file ({size} bytes); read_file only shows text")
+    return _read_window(real, start, end_line)
+
+
 @tool(read_only=True, kind="read")
 async def read_file(
     ctx: ToolContext, path: str, start_line: int | None = None, end_line: int | None = None
@@ -110,10 +118,7 @@ async def read_file(
     if end_line is not None and end_line < start:
         raise ToolError(f"end_line ({end_line}) is before start_line ({start}); swap or drop it")
     try:
-        if await asyncio.to_thread(is_binary_file, real):
-            size = real.stat().st_size
-            raise ToolError(f"{rel!r} is a binary file ({size} bytes); read_file only shows text")
-        win = await asyncio.to_thread(_read_window, real, start, end_line)
+        win = await asyncio.to_thread(_read_text_window, real, start, end_line)
     except OSError as exc:
         raise ToolError(f"cannot read {rel!r}: {exc.strerror or exc}") from None
     if win.total == 0:

@@ -43,7 +43,7 @@ def _line(skill: Skill) -> str:
     return f"- {skill.name}{cat}: {skill.one_line(120)}"
 
 
-@tool(description="List skills, optionally by category", read_only=True, kind="read")
+@tool(description="List skills", read_only=True, kind="read")
 async def list_skills(ctx: ToolContext, category: str | None = None) -> str:
     """List skills, optionally by category."""
     index = _index(ctx)
@@ -76,7 +76,7 @@ async def search_skills(ctx: ToolContext, query: str) -> str:
     return "\n".join(lines)
 
 
-@tool(description="Read a skill's instructions and files", read_only=True, kind="read")
+@tool(description="Read a skill", read_only=True, kind="read")
 async def read_skill(ctx: ToolContext, name: str) -> str:
     """Read a skill's instructions and files."""
     index = _index(ctx)
