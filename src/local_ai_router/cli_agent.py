@@ -209,6 +209,7 @@ def run(
         permission_mode=permission_mode,
         tool_mode=tool_mode,
         interactive=interactive,
+        stream=output != "json",
     )
     if server:
         code = run_async(lambda: _run_remote(server, req, output, resume))
@@ -252,7 +253,12 @@ def chat(
                     session_id = None
                     continue
                 req = RunRequest(
-                    task=line, workspace=ws, model=model, session_id=session_id, interactive=True
+                    task=line,
+                    workspace=ws,
+                    model=model,
+                    session_id=session_id,
+                    interactive=True,
+                    stream=True,
                 )
                 active = await rt.agent.start_run(req)
                 active.loop.approver = _terminal_approver(renderer, active)

@@ -95,6 +95,7 @@ class RunSpec:
     skills_listing: str = ""
     agents_listing: str = ""
     permission_mode: str = "auto"
+    stream: bool = False  # stream the model's replies as model_delta events
 
 
 @dataclass
@@ -414,7 +415,7 @@ class AgentLoop:
                 self.messages = fitted
                 self._rewrite = True
             try:
-                result = await self._guard(self.model.complete(self._request(fitted)))
+                result = await self._guard(self._call_model(self._request(fitted)))
             except (ContextLengthError, ContextTooLargeError) as exc:
                 self.compactor.learn_window(str(exc))
                 if attempt == 0:
@@ -431,6 +432,12 @@ class AgentLoop:
             self.compactor.observe(fitted, self._extra_tokens, result.usage.prompt_tokens)
             return result
         raise AssertionError("unreachable")
+
+    def _call_model(self, body: dict[str, Any]) -> Awaitable[Any]:
+        stream = getattr(self.model, "stream", None)
+        if self.spec.stream and stream is not None:
+            return stream(body, lambda text: self.emit("model_delta", text=text))
+        return self.model.complete(body)
 
     def _request(self, messages: list[Message]) -> dict[str, Any]:
         spec = self.spec

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends.profiles import profile_for
 from ..config import Settings
 from ..gateway.service import Gateway
 from ..mcp import McpManager
@@ -29,44 +28,19 @@ from ..tools.builtin import builtin_tools
 from ..tools.control import control_tools
 from ..tools.registry import ToolContext, ToolRegistry, scrubbed_env
 from ..tools.skills import skill_tools
-from ..types import ChatResult, Event, Message
+from ..types import Event, Message
 from .compaction import Compactor
 from .gate import LoopGate, PermissionGate
 from .loop import AgentLoop, RunResult, RunSpec
+from .model_client import GatewayModelClient
 from .policy_setup import RunPolicy, build_run_policy
-from .seams import GateResult, ModelInfo, deny_approver
+from .seams import GateResult, deny_approver
 from .subagents import AgentDefinition, Spawner, load_definitions
 from .subagents import listing as agents_listing
 
-__all__ = ["ActiveRun", "AgentService", "GatewayModelClient", "RunRequest", "StoreRecorder"]
+__all__ = ["ActiveRun", "AgentService", "RunRequest", "StoreRecorder"]
 
 log = logging.getLogger(__name__)
-
-
-class GatewayModelClient:
-    """Model calls through the gateway: same routing, fallback and accounting as any client."""
-
-    def __init__(self, gateway: Gateway):
-        self.gateway = gateway
-
-    async def resolve(self, model: str) -> ModelInfo:
-        route = self.gateway.router.route({"model": model, "messages": []}, {})
-        usable = [
-            (s, m) for s, m in route.candidates if s.healthy and not s.drained
-        ] or route.candidates
-        if not usable:
-            return ModelInfo(model=model)
-        st, name = usable[0]
-        mode = st.backend.config.tool_mode
-        if mode == "auto":
-            mode = profile_for(st.backend.config.kind).default_tool_mode
-        return ModelInfo(
-            model=name or model, backend=st.name, tool_mode=mode, context_window=st.window_for(name)
-        )
-
-    async def complete(self, body: dict[str, Any]) -> ChatResult:
-        result, _ = await self.gateway.complete(body)
-        return result
 
 
 class StoreRecorder:
@@ -147,6 +121,7 @@ class RunRequest:
     system_prompt: str | None = None
     tools: list[str] | None = None  # restrict to these tool names (agent definitions)
     depth: int = 0  # 0 for a top-level run, parent's + 1 for a subagent
+    stream: bool = False  # someone watches live: stream the model's tokens (model_delta)
 
 
 @dataclass
@@ -261,6 +236,7 @@ class AgentService:
             skills_listing=skills.prompt_listing(400) if len(skills) else "",
             agents_listing=agents_listing(definitions, 300) if "spawn_agents" in tools else "",
             permission_mode=rp.policy.mode,
+            stream=req.stream,
         )
         ctx = ToolContext(
             workspace=workspace,
@@ -427,6 +403,7 @@ class AgentService:
             system_prompt=d.prompt or None,
             tools=list(d.tools) if d.tools is not None else None,
             depth=preq.depth + 1,
+            stream=preq.stream,
         )
         child = await self.start_run(req, parent=parent)
         if parent.policy is not None:

@@ -43,6 +43,8 @@ class ModelInfo:
 
 
 class ModelClient(Protocol):
+    """``stream(body, on_text) -> ChatResult`` is optional: used when a run streams."""
+
     async def resolve(self, model: str) -> ModelInfo: ...
     async def complete(self, body: dict[str, Any]) -> ChatResult: ...
 

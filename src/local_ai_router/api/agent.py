@@ -102,6 +102,7 @@ def build_agent_router(state: Any) -> APIRouter:
             permission_mode=body.permission_mode,
             tool_mode=body.tool_mode,
             interactive=wants_sse,
+            stream=wants_sse,
         )
         try:
             active = await service.start_run(req)
