@@ -156,7 +156,8 @@ async def test_rules_guard_and_audit_rows(served, make_settings, workspace):
     rows = await AgentStore(db).audit_rows(body["run_id"])
     await db.close()
     assert [r["decision"] for r in rows] == ["deny", "deny", "deny", "allow", "allow"]
-    assert rows[0]["by"] in ("guard", "rule") and rows[2]["by"] == "rule"
+    assert rows[0]["by"] == "rule" and rows[0]["reason"].startswith("guard")
+    assert rows[2]["by"] == "rule"
 
 
 async def test_plan_mode_blocks_writes(served, make_settings, workspace):

@@ -128,9 +128,12 @@ class LoopGate:
         res = await self.gate.check(tool, args, context=hook_context(loop), tool_use_id=call_id)
         report(loop, res.hooks)
         d = res.decision
+        # The event contract's deciders are rule / mode / hook / user / default: the built-in
+        # guard list is a set of rules (its reason starts with "guard:").
+        by = "rule" if d.by == "guard" else d.by
         return GateResult(
             d.decision,
-            d.by,
+            by,
             d.reason,
             args=res.args if res.args != args else None,
             additional_context=_joined(res.additional_context + res.system_messages),
