@@ -11,6 +11,7 @@ import pytest
 
 from local_ai_router.config import Settings
 from local_ai_router.loopback import serve_app
+from local_ai_router.testing import ScriptedBackend
 
 __all__ = ["serve_app"]
 
@@ -53,3 +54,19 @@ async def served() -> AsyncIterator[Callable[..., Any]]:
     yield start
     for cm in reversed(stack):
         await cm.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Callable[..., Any]]:
+    """``b = await backends(*script, **kw)``: ScriptedBackends stopped after the test."""
+    started: list[ScriptedBackend] = []
+
+    async def make(*script: Any, **kw: Any) -> ScriptedBackend:
+        kw.setdefault("default", "ok")
+        b = await ScriptedBackend(script, **kw).start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        await b.stop()

@@ -10,9 +10,7 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from typer.testing import CliRunner, Result
 from local_ai_router.cli import app
 from local_ai_router.config import load_settings
 from local_ai_router.gateway.keys import KeyStore
-from local_ai_router.loopback import serve_app
+from local_ai_router.loopback import serve_app_in_thread
 from local_ai_router.server import create_app
 from local_ai_router.store.db import Database
 from local_ai_router.testing import ScriptedBackend
@@ -244,23 +242,6 @@ def test_backends_json_probes_each_backend(tmp_path: Path):
     assert table.exit_code == 0 and "live" in table.stdout and "down" in table.stdout
 
 
-@contextlib.contextmanager
-def app_in_thread(app_: Any) -> Iterator[str]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    cm = serve_app(app_)
-    try:
-        yield asyncio.run_coroutine_threadsafe(cm.__aenter__(), loop).result(30)
-    finally:
-        try:
-            asyncio.run_coroutine_threadsafe(cm.__aexit__(None, None, None), loop).result(30)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
-
-
 def test_backends_from_a_running_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with ScriptedBackend(models=["m"]).run_in_thread() as b:
         cfg = write_config(
@@ -270,7 +251,7 @@ def test_backends_from_a_running_server(tmp_path: Path, monkeypatch: pytest.Monk
             backends=[{"name": "gpu", "url": b.url, "models": ["m"]}],
         )
         key = lar("keys", "create", "ops", "--scope", "admin", "--config", cfg).stdout.strip()
-        with app_in_thread(create_app(load_settings(cfg), with_agent=False)) as url:
+        with serve_app_in_thread(create_app(load_settings(cfg), with_agent=False)) as url:
             denied = lar("backends", "--server", url, "--config", cfg)
             monkeypatch.setenv("LAR_API_KEY", key)
             r = lar("backends", "--server", url, "--json", "--config", cfg)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local_ai_router.config import Settings
-from local_ai_router.loopback import serve_app
+from local_ai_router.loopback import serve_app_in_thread
 from local_ai_router.server import create_app
 from local_ai_router.testing import ScriptedBackend
 
@@ -183,24 +180,6 @@ async def test_caller_chosen_model_name_cannot_break_headers(served, make_settin
 # --------------------------------------------------------------------------- fuzz
 
 
-@contextlib.contextmanager
-def app_in_thread(app: Any) -> Iterator[str]:
-    """Serve ``app`` from its own event loop in a thread, so sync hypothesis tests can call it."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="gateway", daemon=True)
-    thread.start()
-    cm = serve_app(app)
-    try:
-        yield asyncio.run_coroutine_threadsafe(cm.__aenter__(), loop).result(30)
-    finally:
-        try:
-            asyncio.run_coroutine_threadsafe(cm.__aexit__(None, None, None), loop).result(30)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
-
-
 @pytest.fixture(scope="module")
 def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx2.Client]:
     db = Path(tmp_path_factory.mktemp("fuzz")) / "lar.db"
@@ -216,7 +195,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx2.Cli
             }
         )
         with (
-            app_in_thread(create_app(settings, with_agent=False)) as url,
+            serve_app_in_thread(create_app(settings, with_agent=False)) as url,
             httpx2.Client(base_url=url, timeout=10) as client,
         ):
             yield client

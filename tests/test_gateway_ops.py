@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +20,9 @@ from local_ai_router.gateway.keys import KeyStore
 from local_ai_router.server import create_app
 from local_ai_router.store.db import Database
 from local_ai_router.store.schema import api_keys, request_log
-from local_ai_router.testing import Reply, ScriptedBackend
+from local_ai_router.testing import Reply
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-async def backends() -> AsyncIterator[Callable[..., Awaitable[ScriptedBackend]]]:
-    started: list[ScriptedBackend] = []
-
-    async def make(*script: Any, **kw: Any) -> ScriptedBackend:
-        kw.setdefault("default", "ok")
-        b = await ScriptedBackend(script, **kw).start()
-        started.append(b)
-        return b
-
-    yield make
-    for b in started:
-        await b.stop()
-
-
-def cfg(name: str, b: ScriptedBackend, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "url": b.url, "kind": b.kind, "models": list(b.models), **kw}
 
 
 async def start(served: Any, make_settings: Any, *, agent: bool = False, **tree: Any) -> Any:
@@ -73,7 +54,7 @@ async def test_failed_checks_mark_unhealthy_and_one_success_restores(
 ):
     b = await backends(models=["m"])
     app, http = await start(
-        served, make_settings, backends=[cfg("a", b)], health={"failures_to_unhealthy": 3}
+        served, make_settings, backends=[b.as_backend("a")], health={"failures_to_unhealthy": 3}
     )
     gw = app.state.lar.gateway
     st = gw.router.state("a")
@@ -106,7 +87,7 @@ async def test_background_checks_take_out_and_restore_a_backend(backends, served
     _, http = await start(
         served,
         make_settings,
-        backends=[cfg("a", b)],
+        backends=[b.as_backend("a")],
         health={"interval_s": 0.05, "failures_to_unhealthy": 2, "timeout_s": 1},
     )
 
@@ -131,7 +112,9 @@ async def test_health_and_admin_backends_shapes(backends, served, make_settings)
     a = await backends(models=["m"], context_window=4096)
     c = await backends(models=["n"])
     _, http = await start(
-        served, make_settings, backends=[cfg("a", a, max_concurrent=2), cfg("c", c, priority=5)]
+        served,
+        make_settings,
+        backends=[a.as_backend("a", max_concurrent=2), c.as_backend("c", priority=5)],
     )
     await http.post("/admin/backends/c/drain")
     health = (await http.get("/health")).json()
@@ -182,7 +165,10 @@ async def test_context_window_discovery_per_kind(
     _, http = await start(
         served,
         make_settings,
-        backends=[cfg("found", b), cfg("set", configured, context_window=1000, priority=9)],
+        backends=[
+            b.as_backend("found"),
+            configured.as_backend("set", context_window=1000, priority=9),
+        ],
     )
     snaps = {s["name"]: s for s in (await http.get("/admin/backends")).json()["backends"]}
     assert snaps["found"]["context_windows"] == {"x": 3000}
@@ -206,7 +192,7 @@ async def test_api_keys_scopes_and_states(backends, served, make_settings, lar_h
         served,
         make_settings,
         agent=True,
-        backends=[cfg("a", b)],
+        backends=[b.as_backend("a")],
         server={"require_api_key": True},
     )
     keys: KeyStore = app.state.lar.keys
@@ -315,7 +301,9 @@ async def test_metrics_after_requests(backends, served, make_settings):
         models=["m", "slow"],
     )
     app, http = await start(
-        served, make_settings, backends=[cfg("bad", bad, priority=1), cfg("good", good, priority=2)]
+        served,
+        make_settings,
+        backends=[bad.as_backend("bad", priority=1), good.as_backend("good", priority=2)],
     )
     oa = client(http)
     await oa.chat.completions.create(model="m", messages=HI)
@@ -378,7 +366,7 @@ async def test_request_log_rows(backends, served, make_settings):
     app, http = await start(
         served,
         make_settings,
-        backends=[cfg("good", good), cfg("dead", dead)],
+        backends=[good.as_backend("good"), dead.as_backend("dead")],
         aliases={"small": "m", "auto": "auto"},
         server={"require_api_key": True},
     )
@@ -427,7 +415,7 @@ async def test_request_log_stream_endings(backends, served, make_settings):
         Reply(content=" ".join(["tok"] * 40), chunk_delay=0.05),
         models=["m"],
     )
-    app, http = await start(served, make_settings, backends=[cfg("a", b)])
+    app, http = await start(served, make_settings, backends=[b.as_backend("a")])
     body = {"model": "m", "messages": HI, "stream": True}
     broken = await http.post("/v1/chat/completions", json=body)
     assert broken.text.rstrip().endswith("data: [DONE]")
@@ -458,7 +446,7 @@ async def test_conversation_memory(backends, served, make_settings):
     b = await backends(
         "first reply", "second reply", "streamed words come back whole", models=["m"]
     )
-    _, http = await start(served, make_settings, backends=[cfg("a", b)])
+    _, http = await start(served, make_settings, backends=[b.as_backend("a")])
     oa = client(http)
     alice = {"X-Enable-Memory": "true", "X-User-ID": "alice"}
     first = await oa.chat.completions.with_raw_response.create(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
@@ -14,29 +13,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from local_ai_router.server import create_app
-from local_ai_router.testing import Reply, ScriptedBackend, tool_call
+from local_ai_router.testing import Reply, tool_call
 
 Msgs = list[dict[str, Any]]
 HI: Msgs = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-async def backends() -> AsyncIterator[Callable[..., Any]]:
-    started: list[ScriptedBackend] = []
-
-    async def make(*script: Any, **kw: Any) -> ScriptedBackend:
-        kw.setdefault("default", "ok")
-        b = await ScriptedBackend(script, **kw).start()
-        started.append(b)
-        return b
-
-    yield make
-    for b in started:
-        await b.stop()
-
-
-def backend_cfg(name: str, b: ScriptedBackend, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "url": b.url, "kind": b.kind, "models": list(b.models), **kw}
 
 
 async def gateway(served: Any, make_settings: Any, **tree: Any) -> tuple[str, openai.AsyncOpenAI]:
@@ -46,7 +26,7 @@ async def gateway(served: Any, make_settings: Any, **tree: Any) -> tuple[str, op
 
 async def test_chat_and_stream_through_openai_client(backends, served, make_settings):
     b = await backends("hello there", "streamed reply", models=["m1"])
-    _, client = await gateway(served, make_settings, backends=[backend_cfg("one", b)])
+    _, client = await gateway(served, make_settings, backends=[b.as_backend("one")])
     raw = await client.chat.completions.with_raw_response.create(model="m1", messages=HI)
     reply = raw.parse()
     assert reply.choices[0].message.content == "hello there"
@@ -60,7 +40,7 @@ async def test_chat_and_stream_through_openai_client(backends, served, make_sett
 async def test_tool_calls_pass_through(backends, served, make_settings):
     call = tool_call("read_file", {"path": "a.py"})
     b = await backends(Reply(tool_calls=[call]), models=["m1"])
-    _, client = await gateway(served, make_settings, backends=[backend_cfg("one", b)])
+    _, client = await gateway(served, make_settings, backends=[b.as_backend("one")])
     tools = [
         {"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}}
     ]
@@ -75,7 +55,7 @@ async def test_explicit_backend_by_header_and_prefix(backends, served, make_sett
     _, client = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("a", a, priority=1), backend_cfg("b", b, priority=2)],
+        backends=[a.as_backend("a", priority=1), b.as_backend("b", priority=2)],
     )
     await client.chat.completions.create(
         model="shared", messages=HI, extra_headers={"X-Backend": "b"}
@@ -96,7 +76,7 @@ async def test_model_name_routes_to_serving_backend_and_unknown_is_404(
     a = await backends(models=["qwen-7b"])
     b = await backends(models=["qwen-14b"])
     _, client = await gateway(
-        served, make_settings, backends=[backend_cfg("a", a), backend_cfg("b", b)]
+        served, make_settings, backends=[a.as_backend("a"), b.as_backend("b")]
     )
     r = await client.chat.completions.with_raw_response.create(model="qwen-14b", messages=HI)
     assert r.headers["x-backend"] == "b"
@@ -110,7 +90,7 @@ async def test_aliases_auto_by_size_and_force_big(backends, served, make_setting
     _, client = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("small-gpu", small), backend_cfg("big-gpu", big)],
+        backends=[small.as_backend("small-gpu"), big.as_backend("big-gpu")],
         aliases={"small": "qwen-7b", "big": "qwen-14b", "fast": "qwen-7b", "auto": "auto"},
         routing={"small_token_threshold": 100},
     )
@@ -154,7 +134,7 @@ async def test_availability_signal_skips_busy_backends(backends, served, make_se
     url, client = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("small-gpu", small), backend_cfg("gaming-pc", big)],
+        backends=[small.as_backend("small-gpu"), big.as_backend("gaming-pc")],
         aliases={"small": "qwen-7b", "big": "qwen-14b", "auto": "auto"},
         routing={
             "availability_url": f"{status_url}/status",
@@ -185,7 +165,7 @@ async def test_drain_and_undrain(backends, served, make_settings):
     url, client = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("a", a, priority=1), backend_cfg("b", b, priority=2)],
+        backends=[a.as_backend("a", priority=1), b.as_backend("b", priority=2)],
     )
     async with httpx2.AsyncClient(base_url=url) as http:
         assert (await http.post("/admin/backends/a/drain")).json()["drained"] is True
@@ -207,8 +187,8 @@ async def test_priority_then_overflow_to_next_backend(backends, served, make_set
         served,
         make_settings,
         backends=[
-            backend_cfg("a", a, priority=1, max_concurrent=1),
-            backend_cfg("b", b, priority=2),
+            a.as_backend("a", priority=1, max_concurrent=1),
+            b.as_backend("b", priority=2),
         ],
     )
     results = await asyncio.gather(
@@ -225,7 +205,7 @@ async def test_full_queue_answers_429_with_retry_after(backends, served, make_se
     url, _ = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("a", a, max_concurrent=1)],
+        backends=[a.as_backend("a", max_concurrent=1)],
         routing={"queue_max_depth": 1, "queue_timeout_s": 30},
     )
     body = {"model": "m", "messages": HI}
@@ -244,7 +224,7 @@ async def test_queue_timeout_is_429(backends, served, make_settings):
     url, _ = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("a", a, max_concurrent=1)],
+        backends=[a.as_backend("a", max_concurrent=1)],
         routing={"queue_max_depth": 5, "queue_timeout_s": 0.2},
     )
     body = {"model": "m", "messages": HI}
@@ -260,7 +240,7 @@ async def test_context_gate_prefers_larger_window_or_400(backends, served, make_
     _, client = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("small", small, priority=1), backend_cfg("big", big, priority=2)],
+        backends=[small.as_backend("small", priority=1), big.as_backend("big", priority=2)],
     )
     r = await client.chat.completions.with_raw_response.create(
         model="m", messages=HI, max_tokens=50
@@ -287,8 +267,8 @@ async def test_fallback_on_dead_backend_and_5xx(backends, served, make_settings)
         make_settings,
         backends=[
             {"name": "dead", "url": dead_url, "models": ["m"], "priority": 1},
-            backend_cfg("failing", failing, priority=2),
-            backend_cfg("good", good, priority=3),
+            failing.as_backend("failing", priority=2),
+            good.as_backend("good", priority=3),
         ],
     )
     r = await client.chat.completions.with_raw_response.create(model="m", messages=HI)
@@ -303,7 +283,7 @@ async def test_4xx_from_backend_is_not_retried(backends, served, make_settings):
     _, client = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("a", a, priority=1), backend_cfg("b", b, priority=2)],
+        backends=[a.as_backend("a", priority=1), b.as_backend("b", priority=2)],
     )
     with pytest.raises(openai.BadRequestError, match="bad temperature"):
         await client.chat.completions.create(model="m", messages=HI)
@@ -316,7 +296,7 @@ async def test_stream_fallback_before_first_byte(backends, served, make_settings
     _, client = await gateway(
         served,
         make_settings,
-        backends=[backend_cfg("a", a, priority=1), backend_cfg("b", b, priority=2)],
+        backends=[a.as_backend("a", priority=1), b.as_backend("b", priority=2)],
     )
     stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
@@ -327,7 +307,7 @@ async def test_mid_stream_failure_ends_with_error_chunk_then_done(backends, serv
     a = await backends(
         Reply(content="one two three four five six", fail_after_chunks=3), models=["m"]
     )
-    url, _ = await gateway(served, make_settings, backends=[backend_cfg("a", a)])
+    url, _ = await gateway(served, make_settings, backends=[a.as_backend("a")])
     async with httpx2.AsyncClient(base_url=url, timeout=10) as http:
         r = await http.post(
             "/v1/chat/completions", json={"model": "m", "messages": HI, "stream": True}
@@ -340,10 +320,13 @@ async def test_mid_stream_failure_ends_with_error_chunk_then_done(backends, serv
 
 async def test_client_disconnect_cancels_upstream(backends, served, make_settings):
     a = await backends(Reply(content=" ".join(["tok"] * 40), chunk_delay=0.05), models=["m"])
-    url, _ = await gateway(served, make_settings, backends=[backend_cfg("a", a)])
-    async with httpx2.AsyncClient(base_url=url, timeout=10) as http, http.stream(
-        "POST", "/v1/chat/completions", json={"model": "m", "messages": HI, "stream": True}
-    ) as r:
+    url, _ = await gateway(served, make_settings, backends=[a.as_backend("a")])
+    async with (
+        httpx2.AsyncClient(base_url=url, timeout=10) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json={"model": "m", "messages": HI, "stream": True}
+        ) as r,
+    ):
         async for _ in r.aiter_lines():
             break  # leave after the first line
     for _ in range(100):

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
 
-__all__ = ["serve_app"]
+__all__ = ["serve_app", "serve_app_in_thread"]
 
 
 class _Server(uvicorn.Server):
@@ -57,3 +58,21 @@ async def serve_app(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_app_in_thread(app: Any, *, timeout: float = 30.0) -> Iterator[str]:
+    """:func:`serve_app` on its own event loop in a thread, for synchronous callers."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="loopback-app", daemon=True)
+    thread.start()
+    cm = serve_app(app)
+    try:
+        yield asyncio.run_coroutine_threadsafe(cm.__aenter__(), loop).result(timeout)
+    finally:
+        try:
+            asyncio.run_coroutine_threadsafe(cm.__aexit__(None, None, None), loop).result(timeout)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()

@@ -234,6 +234,16 @@ class ScriptedBackend:
                 thread.join(timeout)
                 loop.close()
 
+    def as_backend(self, name: str, **config: Any) -> dict[str, Any]:
+        """This server as a ``backends:`` entry of the gateway's config."""
+        return {
+            "name": name,
+            "url": self.url,
+            "kind": self.kind,
+            "models": list(self.models),
+            **config,
+        }
+
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "stopped"
         return f"<ScriptedBackend {self.kind} {where} remaining={self.remaining}>"
