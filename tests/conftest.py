@@ -13,7 +13,7 @@ from local_ai_router.config import Settings
 from local_ai_router.loopback import serve_app
 from local_ai_router.testing import ScriptedBackend
 
-__all__ = ["serve_app"]
+__all__ = ["run_events", "serve_app"]
 
 
 @pytest.fixture(autouse=True)
@@ -70,3 +70,16 @@ async def backends() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for b in started:
         await b.stop()
+
+
+async def run_events(settings: Settings, request: Any) -> list[dict[str, Any]]:
+    """Start a Runtime, run one agent request to the end, stop; the run's events as dicts."""
+    from local_ai_router.runtime import Runtime
+
+    rt = Runtime.create(settings)
+    await rt.start()
+    try:
+        active = await rt.agent.start_run(request)
+        return [ev.to_dict() async for ev in active.stream()]
+    finally:
+        await rt.stop()

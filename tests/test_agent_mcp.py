@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from conftest import run_events
 from local_ai_router.agent.runner import RunRequest
-from local_ai_router.runtime import Runtime
 from local_ai_router.testing import Reply, ScriptedBackend, tool_call
 
 TIME_SERVER = Path(sys.executable).parent / "mcp-server-time"
@@ -56,13 +56,7 @@ async def run(make_settings, backend: ScriptedBackend, workspace: Path, **agent:
         agent={"workspace": str(workspace), **agent},
         mcp_servers=extra,
     )
-    rt = Runtime.create(settings)
-    await rt.start()
-    try:
-        active = await rt.agent.start_run(RunRequest(task="use mcp", workspace=workspace))
-        return [e.to_dict() async for e in active.stream()]
-    finally:
-        await rt.stop()
+    return await run_events(settings, RunRequest(task="use mcp", workspace=workspace))
 
 
 def tools_offered(backend: ScriptedBackend) -> set[str]:

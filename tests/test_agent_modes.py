@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import run_events
 from local_ai_router.agent.runner import RunRequest
-from local_ai_router.runtime import Runtime
 from local_ai_router.testing import Reply, ScriptedBackend, tool_call
 
 
@@ -48,13 +48,7 @@ async def run_task(
         ],
         agent={"workspace": str(workspace)},
     )
-    rt = Runtime.create(settings)
-    await rt.start()
-    try:
-        active = await rt.agent.start_run(RunRequest(task=task, workspace=workspace))
-        return [e.to_dict() async for e in active.stream()]
-    finally:
-        await rt.stop()
+    return await run_events(settings, RunRequest(task=task, workspace=workspace))
 
 
 async def test_text_mode_describes_tools_in_the_prompt_and_sends_none(make_settings, workspace):

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from conftest import run_events
 from local_ai_router.agent.compaction import SUMMARY_PROMPT, Compactor, estimate_messages
 from local_ai_router.agent.runner import RunRequest
 from local_ai_router.config import CompactionConfig
@@ -109,18 +110,11 @@ async def test_server_rejection_compacts_harder_and_retries_once(make_settings, 
             backends=[{"name": "gpu", "url": backend.url, "kind": "openai", "models": ["m"]}],
             agent={"workspace": str(workspace), "max_tokens": 256},
         )
-        rt = Runtime.create(settings)
-        await rt.start()
-        try:
-            active = await rt.agent.start_run(RunRequest(task=TASK, workspace=workspace))
-            events = [ev.to_dict() async for ev in active.stream()]
-        finally:
-            await rt.stop()
+        events = await run_events(settings, RunRequest(task=TASK, workspace=workspace))
     assert events[-1]["status"] == "completed"
     errors = [e for e in events if e["type"] == "error" and e["kind"] == "context_length"]
-    assert errors and backend.rejected == len(
-        errors
-    )  # each rejection was followed by a fitting retry
+    # each rejection was followed by a fitting retry
+    assert errors and backend.rejected == len(errors)
     # After the first rejection the window is learned from vLLM's message and used proactively.
     assert len(errors) == 1
 
@@ -132,13 +126,7 @@ async def test_unfittable_request_fails_cleanly(make_settings, workspace):
             backends=[{"name": "gpu", "url": backend.url, "kind": "openai", "models": ["m"]}],
             agent={"workspace": str(workspace), "max_tokens": 256},
         )
-        rt = Runtime.create(settings)
-        await rt.start()
-        try:
-            active = await rt.agent.start_run(RunRequest(task=TASK, workspace=workspace))
-            events = [ev.to_dict() async for ev in active.stream()]
-        finally:
-            await rt.stop()
+        events = await run_events(settings, RunRequest(task=TASK, workspace=workspace))
     final = events[-1]
     assert final["status"] == "failed" and "even after compaction" in final["error"]
     assert backend.rejected == 2  # one try, one harder retry, then stop: never a loop
