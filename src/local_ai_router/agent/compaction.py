@@ -162,18 +162,28 @@ class Compactor:
         await loop.hooks.pre_compact(loop)
         ratio = self.cal.ratio
         self.cal = _Calibration(ratio=ratio)  # the prefix is about to change
-        target = max(128, int(budget * (0.35 if harder else 0.55)) - int(extra_tokens * ratio))
-        out, removed = await self._reduce(messages, target)
+        schemas = int(extra_tokens * ratio)
+        target = max(128, int(budget * (0.35 if harder else 0.55)) - schemas)
+        # Shortening old tool outputs costs nothing; a summary costs a model call. Take the
+        # cheap result when it leaves some room, summarise only when it does not.
+        good_enough = (
+            target if harder else max(target, int(budget * self.config.threshold * 0.85) - schemas)
+        )
+        out, removed = await self._reduce(messages, target, good_enough)
         after = self.tokens(out, extra_tokens)
         loop.emit("compaction", before_tokens=before, after_tokens=after, messages_removed=removed)
         return out
 
-    async def _reduce(self, messages: list[Message], target: int) -> tuple[list[Message], int]:
+    async def _reduce(
+        self, messages: list[Message], target: int, good_enough: int
+    ) -> tuple[list[Message], int]:
         """Cheapest first: shorten old tool outputs, summarise old turns, shorten harder."""
         keep = self.config.tool_output_keep_chars
-        out = shorten_tool_outputs(messages, keep_chars=keep, keep_last=2)
+        out = shorten_tool_outputs(messages, keep_chars=keep, keep_last=1)
+        if self.tokens(out) > good_enough:
+            out = shorten_tool_outputs(out, keep_chars=keep // 3, keep_last=1)
         removed = 0
-        if self.tokens(out) > target:
+        if self.tokens(out) > good_enough:
             head, middle, recent = self._split(out)
             if middle:
                 summary = await self._ask_summary(middle, target)
