@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
@@ -104,12 +103,9 @@ async def _can_connect(wrap_network: bool | None, tmp_path: Path) -> bool:
     """Connect from the (sandboxed) child to a listener on the host's loopback."""
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    code = (
-        "import socket,sys\n"
-        f"s=socket.socket(); s.settimeout(5)\n"
-        f"sys.exit(0 if s.connect_ex(('127.0.0.1', {port})) == 0 else 3)\n"
-    )
-    argv = [sys.executable, "-c", code]
+    # bash's /dev/tcp, not Python: the interpreter may live under /tmp, which the sandbox
+    # replaces with an empty tmpfs (CI clones the repository there).
+    argv = ["/bin/bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port} && exit 0 || exit 3"]
     if wrap_network is not None:
         argv = bwrap_wrapper(tmp_path, network=wrap_network)(argv)
     try:
