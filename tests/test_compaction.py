@@ -188,3 +188,40 @@ async def test_summary_failure_falls_back_and_never_splits_call_from_result():
     assert loop.events[0][0] == "pre_compact" and loop.events[-1][0] == "compaction"
     assert estimate_messages(out) < estimate_messages(msgs)
     json.dumps(out)
+
+
+async def test_manual_compaction_endpoint(served, make_settings, workspace):
+    import httpx2
+
+    from local_ai_router.server import create_app
+
+    steps = [Reply(tool_calls=[tool_call("read_file", {"path": "big.txt"})]) for _ in range(8)]
+
+    def reply(body: dict[str, Any]) -> Reply:
+        if is_summary_request(body):
+            return Reply(content="Task: read big.txt. Done: read it 8 times.")
+        return (
+            steps.pop(0)
+            if steps
+            else Reply(tool_calls=[tool_call("task_complete", {"answer": "ok"})])
+        )
+
+    async with ScriptedBackend(default=reply, models=["m"], context_window=16384) as backend:
+        settings = make_settings(
+            backends=[{"name": "gpu", "url": backend.url, "kind": "vllm", "models": ["m"]}],
+            agent={"workspace": str(workspace)},
+        )
+        url = await served(create_app(settings))
+        async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
+            body = (await http.post("/agent/run", json={"task": TASK})).json()
+            sid = body["session_id"]
+            before = (await http.get(f"/agent/sessions/{sid}")).json()["messages"]
+            r = await http.post(f"/agent/sessions/{sid}/compact")
+            assert r.status_code == 200, r.text
+            figures = r.json()
+            after = (await http.get(f"/agent/sessions/{sid}")).json()["messages"]
+            assert (await http.post("/agent/sessions/ses_nope/compact")).status_code == 404
+    assert figures["after_tokens"] < figures["before_tokens"]
+    assert figures["messages_before"] == len(before) and figures["messages_after"] == len(after)
+    assert after[0] == before[0]  # the task stays
+    assert sum(len(json.dumps(m)) for m in after) < sum(len(json.dumps(m)) for m in before)

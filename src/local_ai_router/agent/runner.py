@@ -31,6 +31,7 @@ from ..tools.skills import skill_tools
 from ..types import Event, Message
 from .compaction import Compactor
 from .gate import LoopGate, PermissionGate
+from .hooks import HookContext
 from .loop import AgentLoop, RunResult, RunSpec
 from .model_client import GatewayModelClient
 from .policy_setup import RunPolicy, build_run_policy
@@ -41,6 +42,25 @@ from .subagents import listing as agents_listing
 __all__ = ["ActiveRun", "AgentService", "RunRequest", "StoreRecorder"]
 
 log = logging.getLogger(__name__)
+
+
+class _CompactionReport:
+    """Stands in for a loop when a stored session is compacted outside any run."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, Any] = {
+            "before_tokens": 0,
+            "after_tokens": 0,
+            "messages_removed": 0,
+        }
+        self.hooks = self
+
+    async def pre_compact(self, loop: Any) -> None:
+        return None  # the service runs PreCompact itself, with trigger "manual"
+
+    def emit(self, type_: str, **data: Any) -> None:
+        if type_ == "compaction":
+            self.figures = data
 
 
 class StoreRecorder:
@@ -380,6 +400,48 @@ class AgentService:
         return approve
 
     # ------------------------------------------------------------ control
+
+    async def compact_session(self, session_id: str, model: str | None = None) -> dict[str, Any]:
+        """Compact a stored conversation now (``POST /agent/sessions/{id}/compact``).
+
+        KeyError: no such session; RuntimeError: a run is using it right now.
+        """
+        session = await self.store.get_session(session_id)
+        if session is None:
+            raise KeyError(f"session {session_id!r} not found")
+        if any(r.loop.spec.session_id == session_id for r in self.active.values()):
+            raise RuntimeError(f"session {session_id!r} has an active run; compact it afterwards")
+        cfg = self.settings.agent
+        workspace = Path(session["workspace"])
+        rp = build_run_policy(
+            cfg.model_copy(update={"load_claude_settings": False}), workspace, None
+        )
+        await rp.runner.run(
+            "PreCompact",
+            HookContext(session_id, workspace, rp.policy.mode),
+            match=["manual"],
+            trigger="manual",
+            custom_instructions="",
+        )
+        info = await self.model_client.resolve(model or cfg.model)
+        compactor = Compactor(
+            self.model_client,
+            cfg.compaction,
+            model_name=info.model,
+            window=info.context_window,
+            max_tokens=cfg.max_tokens,
+        )
+        messages = [{"role": "system", "content": ""}, *await self.store.messages(session_id)]
+        report = _CompactionReport()
+        out = await compactor.fit(report, messages, harder=True)  # type: ignore[arg-type]
+        if out is not messages:
+            await self.store.replace_messages(session_id, out[1:])
+        return {
+            "session_id": session_id,
+            "messages_before": len(messages) - 1,
+            "messages_after": len(out) - 1,
+            **report.figures,
+        }
 
     def cancel(self, run_id: str) -> bool:
         run = self.active.get(run_id)

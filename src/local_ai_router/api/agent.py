@@ -194,6 +194,18 @@ def build_agent_router(state: Any) -> APIRouter:
             }
         )
 
+    @r.post("/sessions/{session_id}/compact")
+    async def compact_session(
+        request: Request, session_id: str, model: str | None = None
+    ) -> Response:
+        await require_scope(request, state, "agent")
+        try:
+            return JSONResponse(await service.compact_session(session_id, model))
+        except KeyError as exc:
+            raise ApiError(404, str(exc).strip("'\""), code="not_found") from None
+        except RuntimeError as exc:
+            raise ApiError(409, str(exc), code="session_busy") from None
+
     @r.delete("/sessions/{session_id}")
     async def delete_session(request: Request, session_id: str) -> Response:
         await require_scope(request, state, "agent")
