@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from local_ai_router.config import Settings
 from local_ai_router.loopback import serve_app
 from local_ai_router.testing import ScriptedBackend
 
-__all__ = ["run_events", "serve_app"]
+__all__ = ["run_events", "run_lar", "serve_app"]
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +85,19 @@ async def run_events(settings: Settings, request: Any) -> list[dict[str, Any]]:
         return [ev.to_dict() async for ev in active.stream()]
     finally:
         await rt.stop()
+
+
+async def run_lar(*args: str, cwd: Path, timeout: float = 90) -> tuple[int, str, str]:
+    """Run ``lar ARGS`` as a user would (a subprocess, no stdin); (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "local_ai_router",
+        *args,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import run_events
+from conftest import run_events, run_lar
 from local_ai_router.agent.runner import RunRequest
 from local_ai_router.testing import Reply, ScriptedBackend, tool_call
 
@@ -145,21 +143,6 @@ async def test_workspace_escapes_are_refused_and_the_run_goes_on(
     del backend
 
 
-async def _lar(*args: str, cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "local_ai_router",
-        *args,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 async def test_lar_run_output_formats(tmp_path, workspace):
     script = [
         Reply(tool_calls=[tool_call("read_file", {"path": "hello.txt"})]),
@@ -178,7 +161,7 @@ async def test_lar_run_output_formats(tmp_path, workspace):
             )
         )
         backend.add(*script)
-        code, out, err = await _lar(
+        code, out, err = await run_lar(
             "run",
             "say hello",
             "-c",
@@ -196,7 +179,7 @@ async def test_lar_run_output_formats(tmp_path, workspace):
         assert events[-1]["final_answer"] == "said hello"
 
         backend.add(*script)
-        code, out, err = await _lar(
+        code, out, err = await run_lar(
             "run",
             "say hello",
             "-c",
@@ -211,14 +194,14 @@ async def test_lar_run_output_formats(tmp_path, workspace):
         assert "read_file" in out and "said hello" in out and "completed" in out
 
         backend.add(Reply(status=400, error_message="model exploded"))
-        code, out, err = await _lar(
+        code, out, err = await run_lar(
             "run", "fail", "-c", str(cfg), "-w", str(workspace), "-o", "json", cwd=tmp_path
         )
         assert code == 1 and json.loads(out)["status"] == "failed"
 
-        code, _, err = await _lar(
+        code, _, err = await run_lar(
             "run", "x", "-c", str(cfg), "-w", str(tmp_path / "missing"), cwd=tmp_path
         )
         assert code == 2 and "not a directory" in err and "Traceback" not in err
-        code, _, err = await _lar("run", "x", "-c", str(cfg), "-o", "yaml", cwd=tmp_path)
+        code, _, err = await run_lar("run", "x", "-c", str(cfg), "-o", "yaml", cwd=tmp_path)
         assert code == 2 and "--output" in err

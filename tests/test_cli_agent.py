@@ -12,24 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import run_lar
 from local_ai_router.testing import Reply, ScriptedBackend, tool_call
 
 TIME_SERVER = Path(sys.executable).parent / "mcp-server-time"
-
-
-async def lar(*args: str, cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "local_ai_router",
-        *args,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 90)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def config(tmp_path: Path, backend: ScriptedBackend | None = None, **extra: object) -> Path:
@@ -114,14 +100,16 @@ async def test_lar_mcp_list(tmp_path: Path):
         )
     )
     cfg = config(tmp_path)
-    code, out, err = await lar("mcp", "list", "-c", str(cfg), "-w", str(ws), "--json", cwd=tmp_path)
+    code, out, err = await run_lar(
+        "mcp", "list", "-c", str(cfg), "-w", str(ws), "--json", cwd=tmp_path
+    )
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["time"]["status"] == "running"
     assert "mcp__time__get_current_time" in rows["time"]["tools"]
     assert rows["ghost"]["status"] == "failed" and rows["ghost"]["error"]
     (ws / ".mcp.json").write_text("{not json")
-    code, _, err = await lar("mcp", "list", "-c", str(cfg), "-w", str(ws), cwd=tmp_path)
+    code, _, err = await run_lar("mcp", "list", "-c", str(cfg), "-w", str(ws), cwd=tmp_path)
     assert code == 2 and ".mcp.json" in err and "Traceback" not in err
 
 
@@ -133,11 +121,13 @@ async def test_lar_skills(tmp_path: Path):
     )
     cfg = config(tmp_path)
     ws = str(tmp_path / "ws")
-    code, out, _ = await lar("skills", "list", "-c", str(cfg), "-w", ws, cwd=tmp_path)
+    code, out, _ = await run_lar("skills", "list", "-c", str(cfg), "-w", ws, cwd=tmp_path)
     assert code == 0 and "deploy" in out
-    code, out, _ = await lar("skills", "search", "staging", "-c", str(cfg), "-w", ws, cwd=tmp_path)
+    code, out, _ = await run_lar(
+        "skills", "search", "staging", "-c", str(cfg), "-w", ws, cwd=tmp_path
+    )
     assert code == 0 and "deploy" in out
-    code, out, _ = await lar("skills", "show", "deploy", "-c", str(cfg), "-w", ws, cwd=tmp_path)
+    code, out, _ = await run_lar("skills", "show", "deploy", "-c", str(cfg), "-w", ws, cwd=tmp_path)
     assert code == 0 and "Steps." in out
-    code, _, err = await lar("skills", "show", "deplyo", "-c", str(cfg), "-w", ws, cwd=tmp_path)
+    code, _, err = await run_lar("skills", "show", "deplyo", "-c", str(cfg), "-w", ws, cwd=tmp_path)
     assert code == 1 and "did you mean: deploy" in err

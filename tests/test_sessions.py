@@ -16,6 +16,7 @@ import httpx2
 import pytest
 import yaml
 
+from conftest import run_lar
 from local_ai_router.testing import Reply, ScriptedBackend, tool_call
 
 LAR = [sys.executable, "-m", "local_ai_router"]
@@ -38,19 +39,6 @@ def write_config(tmp_path: Path, backend: ScriptedBackend, workspace: Path, port
     path = tmp_path / "lar.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-async def lar(*args: str, cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *LAR,
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 class Server:
@@ -179,14 +167,14 @@ async def test_cli_resume_continue_and_fork(tmp_path, workspace):
     backend = ScriptedBackend(default=finish, models=["m"])
     async with backend:
         config = write_config(tmp_path, backend, workspace)
-        code, out, err = await lar(
+        code, out, err = await run_lar(
             "run", "first task", "-c", str(config), "-w", str(workspace), "-o", "json", cwd=tmp_path
         )
         assert code == 0, err
         first = json.loads(out)
         sid = first["session_id"]
 
-        code, out, _ = await lar(
+        code, out, _ = await run_lar(
             "run",
             "second task",
             "-c",
@@ -203,7 +191,7 @@ async def test_cli_resume_continue_and_fork(tmp_path, workspace):
         contents = [m.get("content") for m in backend.requests[-1]["messages"]]
         assert "first task" in contents and "second task" in contents
 
-        code, out, _ = await lar(
+        code, out, _ = await run_lar(
             "run",
             "third task",
             "-c",
@@ -217,7 +205,7 @@ async def test_cli_resume_continue_and_fork(tmp_path, workspace):
         )
         assert code == 0 and json.loads(out)["session_id"] == sid
 
-        code, out, _ = await lar(
+        code, out, _ = await run_lar(
             "run",
             "forked task",
             "-c",
@@ -235,16 +223,18 @@ async def test_cli_resume_continue_and_fork(tmp_path, workspace):
         contents = [m.get("content") for m in backend.requests[-1]["messages"]]
         assert "third task" in contents and "forked task" in contents
 
-        code, out, _ = await lar("sessions", "show", sid, "-c", str(config), "--json", cwd=tmp_path)
+        code, out, _ = await run_lar(
+            "sessions", "show", sid, "-c", str(config), "--json", cwd=tmp_path
+        )
         original = json.loads(out)
         assert "forked task" not in [m.get("content") for m in original["messages"]]  # it diverged
-        code, out, _ = await lar("sessions", "list", "-c", str(config), "--json", cwd=tmp_path)
+        code, out, _ = await run_lar("sessions", "list", "-c", str(config), "--json", cwd=tmp_path)
         assert {s["id"] for s in json.loads(out)} >= {sid, forked}
-        code, _, _ = await lar("sessions", "rm", forked, "-c", str(config), cwd=tmp_path)
+        code, _, _ = await run_lar("sessions", "rm", forked, "-c", str(config), cwd=tmp_path)
         assert code == 0
-        code, _, err = await lar("sessions", "show", forked, "-c", str(config), cwd=tmp_path)
+        code, _, err = await run_lar("sessions", "show", forked, "-c", str(config), cwd=tmp_path)
         assert code == 1 and "not found" in err
-        code, _, err = await lar(
+        code, _, err = await run_lar(
             "run",
             "x",
             "-c",
