@@ -23,9 +23,8 @@ __all__ = [
 ]
 
 BASE = (
-    "You are a coding agent in {workspace}. Each turn, call exactly one tool; "
-    "its result comes next turn. Look before you change things. "
-    "When done, call task_complete with the final answer."
+    "You are a coding agent in {workspace}. Call exactly one tool per turn; "
+    "its result comes next turn. When done, call task_complete with the answer."
 )
 
 TEXT_PROTOCOL = (
@@ -52,7 +51,7 @@ def build_system_prompt(
     if extra:
         parts.append(extra.strip())
     if skills_listing:
-        parts.append("Skills (read_skill NAME for instructions):\n" + skills_listing)
+        parts.append("Skills (read_skill NAME):\n" + skills_listing)
     if agents_listing and "spawn_agents" in tools:
         parts.append("spawn_agents types:\n" + agents_listing)
     if mode in ("text", "constrained"):

@@ -36,12 +36,24 @@ from .loop import AgentLoop, RunResult, RunSpec
 from .model_client import GatewayModelClient
 from .policy_setup import RunPolicy, build_run_policy
 from .seams import GateResult, deny_approver
-from .subagents import AgentDefinition, Spawner, load_definitions
+from .subagents import AgentDefinition, Spawner, builtin_definitions, load_definitions
 from .subagents import listing as agents_listing
 
 __all__ = ["ActiveRun", "AgentService", "RunRequest", "StoreRecorder"]
 
 log = logging.getLogger(__name__)
+
+# Skills are named in the system prompt within this many characters (the rest: search_skills);
+# the first request must stay near 1,200 tokens for an 8K card (bench/prompt_budget.py).
+SKILLS_LISTING_CHARS = 180
+
+
+def _custom_agents(definitions: dict[str, AgentDefinition]) -> str:
+    """The prompt lists agent types only when there are more than the built-ins, which
+    spawn_agents' own description names (every prompt token counts on an 8K card)."""
+    if set(definitions) <= set(builtin_definitions()):
+        return ""
+    return agents_listing(definitions, 300)
 
 
 class _CompactionReport:
@@ -253,8 +265,8 @@ class AgentService:
             history=history,
             parent_run_id=req.parent_run_id,
             system_prompt=req.system_prompt,
-            skills_listing=skills.prompt_listing(400) if len(skills) else "",
-            agents_listing=agents_listing(definitions, 300) if "spawn_agents" in tools else "",
+            skills_listing=skills.prompt_listing(SKILLS_LISTING_CHARS) if len(skills) else "",
+            agents_listing=_custom_agents(definitions) if "spawn_agents" in tools else "",
             permission_mode=rp.policy.mode,
             stream=req.stream,
         )

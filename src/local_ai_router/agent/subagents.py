@@ -82,10 +82,10 @@ class AgentDefinition:
 
 def builtin_definitions() -> dict[str, AgentDefinition]:
     return {
-        "general": AgentDefinition("general", "any self-contained task (all tools)"),
+        "general": AgentDefinition("general", "any self-contained task"),
         "explore": AgentDefinition(
             "explore",
-            "read-only: find and read code, report what is where",
+            "read-only code search",
             prompt="You only read and search; never modify files. Report findings concisely.",
             tools=READ_ONLY_TOOLS,
         ),

@@ -19,7 +19,7 @@ class SubTask(BaseModel):
 
 @tool(kind="other")
 async def spawn_agents(ctx: ToolContext, tasks: list[SubTask]) -> str:
-    """Run subtasks in parallel child agents"""
+    """Run subtasks in parallel agents (agent: general or explore)"""
     spawner = ctx.services.get("spawner")
     if spawner is None:
         raise ToolError("subagents are not available in this run")

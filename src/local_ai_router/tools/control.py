@@ -9,7 +9,7 @@ __all__ = ["control_tools", "task_complete"]
 
 @tool(read_only=True, kind="read")
 async def task_complete(ctx: ToolContext, answer: str) -> str:
-    """Finish with the final answer"""
+    """Finish with the answer"""
     # The loop handles this action itself (it ends the run); running it is harmless.
     return answer
 

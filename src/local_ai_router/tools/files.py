@@ -112,7 +112,7 @@ def _read_text_window(real: Path, start: int, end_line: int | None) -> _Window:
 async def read_file(
     ctx: ToolContext, path: str, start_line: int | None = None, end_line: int | None = None
 ) -> str:
-    """Read a file with line numbers"""
+    """Read a file (numbered lines)"""
     real, rel = _require_file(ctx, path)
     start = max(1, start_line or 1)
     if end_line is not None and end_line < start:

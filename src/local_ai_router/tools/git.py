@@ -250,7 +250,7 @@ async def git_push(ctx: ToolContext, remote: str | None = None, branch: str | No
 
 @tool(kind="other")
 async def git_pull(ctx: ToolContext, remote: str | None = None, branch: str | None = None) -> str:
-    """Pull, fast-forward only"""
+    """Pull (fast-forward)"""
     remote = _ref_arg("remote", remote) if remote is not None else None
     branch = _ref_arg("branch", branch) if branch is not None else None
     args = ["pull", "--no-rebase", "--ff-only"]
@@ -271,7 +271,7 @@ async def git_pull(ctx: ToolContext, remote: str | None = None, branch: str | No
 
 @tool(kind="other")
 async def git_branch(ctx: ToolContext, name: str | None = None) -> str:
-    """List or create branches"""
+    """List or create a branch"""
     if name is None:
         res = await _git(ctx, "branch", "--list")
         return res.stdout.rstrip() or "(no branches yet: make a first commit)"

@@ -259,7 +259,7 @@ def _compile(pattern: str) -> tuple[re.Pattern[str], bool]:
 async def search_files(
     ctx: ToolContext, pattern: str, path: str | None = None, content_search: bool | None = None
 ) -> str:
-    """Glob files; content_search=true: regex grep"""
+    """Find files by glob; content_search: grep"""
     if not pattern or not pattern.strip():
         raise ToolError(
             "pattern is empty; give a glob like '**/*.py' or a regex with content_search=true"

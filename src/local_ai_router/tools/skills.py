@@ -60,7 +60,7 @@ async def list_skills(ctx: ToolContext, category: str | None = None) -> str:
     return "\n".join(lines)
 
 
-@tool(description="Find skills by keywords", read_only=True, kind="read")
+@tool(description="Search skills", read_only=True, kind="read")
 async def search_skills(ctx: ToolContext, query: str) -> str:
     """Find skills by keywords."""
     if not query.strip():
