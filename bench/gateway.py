@@ -11,7 +11,8 @@ Three processes serve while a fourth generates load:
 The load generator (its own process; the same client for all three: a minimal keep-alive
 HTTP/1.1 client on asyncio, or httpx2 with ``--client httpx2``) measures non-streamed latency
 at concurrency 1, throughput at concurrency 16, and the streamed time to first token.
-The table reports what each proxy adds over the direct call and ours / LiteLLM throughput.
+The table reports what each proxy adds over the direct call and ours / LiteLLM throughput;
+a last line compares ours' request-log rows with the calls it answered (a dropped row shows).
 
     .venv/bin/python bench/gateway.py            # full run (~3 min after the one-time install)
     .venv/bin/python bench/gateway.py --quick    # smoke run (< 30 s; LiteLLM only if installed)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -488,6 +490,24 @@ def _start_servers(s: Settings, upstream: str, tmp: Path) -> list[c.Proc]:
     return procs
 
 
+def _sent_to(t: Target, s: Settings) -> int:
+    """Every call a target answered in this run: the check, warm-ups and measured calls."""
+    r = t.results
+    warmups = s.rounds * (s.latency_warmup + s.stream_warmup)
+    return 1 + warmups + r["latency"]["n"] + r["ttft"]["n"] + r["throughput"]["total"]
+
+
+def _log_rows(db: Path) -> int | None:
+    """Rows in ours' request log (written off the hot path): a dropped row shows here."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            return int(con.execute("SELECT count(*) FROM request_log").fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
 def run(s: Settings, json_out: Path | None) -> bool:
     with tempfile.TemporaryDirectory(prefix="lar-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -502,9 +522,12 @@ def run(s: Settings, json_out: Path | None) -> bool:
                 run_measurements(targets, s)
             finally:
                 for p in procs:
-                    p.stop()
+                    p.stop()  # ours flushes its request log as it stops
+            rows = _log_rows(tmp / "lar.db")
     text, ok = report(targets, s)
+    ours = next(t for t in targets if t.name == "ours")
     print(text)
+    print(f"Request log of ours: {rows} rows for {_sent_to(ours, s)} requests (one row a call).")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({t.name: summarize(t) for t in targets}, indent=2))

@@ -49,8 +49,10 @@ async def test_all_hook_events_fire(make_settings, tmp_path: Path):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "big.txt").write_text("x" * 6000)
-    log = tmp_path / "hooks.jsonl"
-    command = f"cat >> {log}; echo >> {log}"
+    log = tmp_path / "hooks"
+    log.mkdir()
+    # One file per hook call: hooks run in parallel, and appends to one file would interleave.
+    command = f"cat > {log}/$$-$RANDOM.json"
     hooks = {
         event: [{"matcher": "", "hooks": [{"type": "command", "command": command}]}]
         for event in EVENTS
@@ -68,7 +70,9 @@ async def test_all_hook_events_fire(make_settings, tmp_path: Path):
         finally:
             await rt.stop()
     assert events[-1]["status"] == "completed", events[-1]
-    payloads = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    payloads = [
+        json.loads(f.read_text()) for f in sorted(log.iterdir(), key=lambda f: f.stat().st_mtime_ns)
+    ]
     fired = {p["hook_event_name"] for p in payloads}
     assert fired >= set(EVENTS) - {"PreCompact"}
     if any(e["type"] == "compaction" for e in events):

@@ -1,9 +1,14 @@
-"""One adapter for every OpenAI-compatible server, on httpx2 with a pooled client.
+"""One adapter for every OpenAI-compatible server, with pooled connections.
 
 Quirks come from the backend's :class:`~.profiles.Profile`; failures become the
 ``BackendError`` family so the router can tell "try the next backend" (no
 connection, timeout, 5xx before the first byte) from "the request is wrong".
-The transport is injectable: unit tests pass ``httpx2.MockTransport``.
+
+Chat calls to a plain ``http://`` server (the local model servers this project is for)
+go over a small HTTP/1.1 client on asyncio + httptools (:mod:`.http1`): about a
+sixth of httpx2's CPU per call. Everything else uses httpx2: ``https://``, proxies from
+the environment, models/health/discovery calls, and an injected transport (unit tests
+pass ``httpx2.MockTransport``). Both raise httpx2's exception types, handled alike.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,9 +32,17 @@ from ..types import (
     ToolCall,
     Usage,
 )
-from .profiles import Profile, profile_for
+from .http1 import FastPool, HttpxReply, Reply
+from .profiles import Profile, profile_for, synthesize_stream
 
-__all__ = ["OpenAICompatBackend", "UpstreamStream", "is_context_error", "parse_chat_response"]
+__all__ = [
+    "OpenAICompatBackend",
+    "RawJSON",
+    "UpstreamStream",
+    "is_context_error",
+    "loads_object",
+    "parse_chat_response",
+]
 
 _CONTEXT_MARKERS = (
     "maximum context length",
@@ -104,13 +116,62 @@ def parse_chat_response(data: Any) -> ChatResult:
     )
 
 
+class RawJSON(dict[str, Any]):
+    """A parsed JSON object that keeps the exact bytes it was parsed from.
+
+    The gateway forwards a request (and returns a reply) byte for byte when nothing in it
+    has to change, instead of re-serializing it, which costs more than the parse on large
+    bodies. Setting or removing a key forgets the bytes; code that changes a body builds a
+    changed copy (a plain dict), as the gateway and the profiles do.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, data: dict[str, Any], raw: bytes | None) -> None:
+        super().__init__(data)
+        self.raw = raw
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.raw = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.raw = None
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        self.raw = None
+        return super().pop(*args)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.raw = None
+        super().update(*args, **kwargs)
+
+
+def loads_object(raw: bytes) -> Any:
+    """``json.loads``; a JSON object comes back as a :class:`RawJSON` holding ``raw``."""
+    try:
+        data = json.loads(raw.decode())  # UTF-8 without a BOM, nearly always: no sniffing
+    except ValueError:
+        data = json.loads(raw)  # a BOM, UTF-16/32, or not JSON (and then its own message)
+    return RawJSON(data, raw) if type(data) is dict else data
+
+
+def _with_stream_flag(raw: bytes, stream: bool) -> bytes | None:
+    """``raw`` (an object without a "stream" key) with one added, or None if it is odd."""
+    start = len(raw) - len(raw.lstrip())
+    if raw[start : start + 1] != b"{":
+        return None  # a BOM or a UTF-16 body: re-encode instead
+    head = b'{"stream":true' if stream else b'{"stream":false'
+    rest = raw[start + 1 :]
+    return head + (rest if rest.lstrip()[:1] == b"}" else b"," + rest)
+
+
 class UpstreamStream:
     """An open streamed response: status already checked, bytes not yet read."""
 
-    def __init__(
-        self, response: httpx2.Response | None, backend: str, synthetic: list[bytes] | None = None
-    ):
-        self._response = response
+    def __init__(self, reply: Reply | None, backend: str, synthetic: list[bytes] | None = None):
+        self._reply = reply
         self._synthetic = synthetic
         self.backend = backend
 
@@ -120,61 +181,41 @@ class UpstreamStream:
             for item in self._synthetic:
                 yield item
             return
-        assert self._response is not None
-        lines = self._response.aiter_lines()
-        async for line in lines:
-            if not line.startswith("data:"):
+        assert self._reply is not None
+        chunks = self._reply.chunks()
+        buf = b""
+        async for chunk in chunks:
+            buf = buf + chunk if buf else chunk
+            if b"\n" not in chunk and b"\r" not in chunk:
                 continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                await self._drain(lines)
-                return
-            if payload:
-                yield payload.encode()
+            if b"\r" in buf:  # SSE lines may end in CRLF or a lone CR too
+                buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    await self._drain(chunks)
+                    return
+                if payload:
+                    yield payload
+        payload = buf[5:].strip() if buf.startswith(b"data:") else b""
+        if payload and payload != b"[DONE]":
+            yield payload
 
     @staticmethod
-    async def _drain(lines: AsyncIterator[str]) -> None:
+    async def _drain(chunks: AsyncIterator[bytes]) -> None:
         """Read to the end of the body so the pooled connection can be reused; closing a
         response with unread bytes drops the connection (a new TCP handshake per stream)."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(0.5):
-                async for _ in lines:
+                async for _ in chunks:
                     pass
 
     async def aclose(self) -> None:
-        if self._response is not None:
-            await self._response.aclose()
-
-
-def synthesize_stream(data: dict[str, Any]) -> list[bytes]:
-    """Turn a non-streamed completion into the chunks a stream would have carried."""
-    base = {
-        "id": data.get("id") or f"chatcmpl-{uuid.uuid4().hex[:12]}",
-        "object": "chat.completion.chunk",
-        "created": data.get("created") or int(time.time()),
-        "model": data.get("model", ""),
-    }
-    choice = (data.get("choices") or [{}])[0]
-    msg = choice.get("message") or {}
-    delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
-    if msg.get("tool_calls"):
-        delta["tool_calls"] = [
-            {**tc, "index": i} for i, tc in enumerate(msg["tool_calls"]) if isinstance(tc, dict)
-        ]
-    chunks = [
-        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-        {
-            **base,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}],
-        },
-    ]
-    if data.get("usage"):
-        chunks.append({**base, "choices": [], "usage": data["usage"]})
-    return [json.dumps(c, separators=(",", ":")).encode() for c in chunks]
-
-
-def _is_json(response: httpx2.Response) -> bool:
-    return response.headers.get("content-type", "").startswith("application/json")
+        if self._reply is not None:
+            await self._reply.aclose()
 
 
 class OpenAICompatBackend:
@@ -205,9 +246,21 @@ class OpenAICompatBackend:
             ),
         )
 
+        self._headers = headers
+        self._fast: FastPool | None = None
+        self._transport = transport
+        self.set_base_url(self.base_url)
+
     def set_base_url(self, url: str) -> None:
         """For backends whose address is known only at start (the embedded server)."""
         self.base_url = url.rstrip("/")
+        if self._fast is not None:
+            self._fast.close_idle()
+        self._fast = (
+            FastPool(self.base_url, "/chat/completions", self._headers, self.config)
+            if FastPool.applies(self.base_url, self._transport)
+            else None
+        )
 
     # ------------------------------------------------------------------ calls
 
@@ -215,6 +268,23 @@ class OpenAICompatBackend:
         return json.dumps(
             self.profile.prepare(body), separators=(",", ":"), ensure_ascii=False
         ).encode()
+
+    def _wire_body(self, body: dict[str, Any], stream: bool) -> bytes:
+        """The bytes to send: the caller's own when nothing but the stream flag is missing."""
+        raw = body.raw if type(body) is RawJSON else None
+        if (
+            raw is not None
+            and (stream or "stream_options" not in body)
+            and (not self.profile.fixes or self.profile.prepare(body) == body)
+        ):
+            if body.get("stream") is stream:
+                return raw
+            if "stream" not in body and (spliced := _with_stream_flag(raw, stream)):
+                return spliced
+        payload = dict(body, stream=stream)
+        if not stream:
+            payload.pop("stream_options", None)
+        return self._encode(payload)
 
     def _raise_for(self, status: int, text: str) -> None:
         message = f"backend {self.name} answered HTTP {status}: {_error_message(text)}"
@@ -226,23 +296,38 @@ class OpenAICompatBackend:
         detail = str(exc) or type(exc).__name__
         return BackendUnavailable(f"backend {self.name} {kind}: {detail}", backend=self.name)
 
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A non-streamed completion as raw JSON."""
-        payload = dict(body, stream=False)
-        payload.pop("stream_options", None)
+    async def _post(self, payload: bytes) -> Reply:
+        """POST /chat/completions; the reply once its head has arrived."""
         try:
-            r = await self._client.post(
-                f"{self.base_url}/chat/completions", content=self._encode(payload)
+            if self._fast is not None:
+                return await self._fast.request(payload)
+            request = self._client.build_request(
+                "POST", f"{self.base_url}/chat/completions", content=payload
             )
+            return HttpxReply(await self._client.send(request, stream=True))
         except httpx2.RequestError as exc:
             raise self._unavailable(exc) from None
-        if r.status_code >= 400:
-            self._raise_for(r.status_code, r.text)
+
+    async def _read(self, reply: Reply) -> bytes:
         try:
-            data = r.json()
+            return await reply.read()
+        except httpx2.RequestError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            await reply.aclose()
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed completion as raw JSON (a :class:`RawJSON` holding the reply's bytes)."""
+        reply = await self._post(self._wire_body(body, False))
+        raw = await self._read(reply)
+        if reply.status >= 400:
+            self._raise_for(reply.status, raw.decode("utf-8", "replace"))
+        try:
+            data = loads_object(raw)
         except ValueError:
+            text = raw.decode("utf-8", "replace")
             raise BackendProtocolError(
-                f"backend {self.name} returned invalid JSON: {r.text[:200]!r}", backend=self.name
+                f"backend {self.name} returned invalid JSON: {text[:200]!r}", backend=self.name
             ) from None
         if not isinstance(data, dict):
             raise BackendProtocolError(
@@ -270,27 +355,14 @@ class OpenAICompatBackend:
         """Start a streamed completion; errors before the first byte raise here."""
         if not self.profile.should_stream_upstream(body):
             return UpstreamStream(None, self.name, synthesize_stream(await self.chat(body)))
-        payload = dict(body, stream=True)
-        request = self._client.build_request(
-            "POST", f"{self.base_url}/chat/completions", content=self._encode(payload)
-        )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx2.RequestError as exc:
-            raise self._unavailable(exc) from None
-        if response.status_code >= 400 or _is_json(response):
-            try:
-                raw = await response.aread()
-            except httpx2.HTTPError as exc:
-                raise self._unavailable(exc) from None
-            finally:
-                await response.aclose()
-            text = raw.decode("utf-8", "replace")
-            if response.status_code >= 400:
-                self._raise_for(response.status_code, text)
+        reply = await self._post(self._wire_body(body, True))
+        if reply.status >= 400 or reply.content_type.startswith("application/json"):
+            text = (await self._read(reply)).decode("utf-8", "replace")
+            if reply.status >= 400:
+                self._raise_for(reply.status, text)
             # A server that ignores stream=true answers with one JSON completion.
             return UpstreamStream(None, self.name, synthesize_stream(self._completion(text)))
-        return UpstreamStream(response, self.name)
+        return UpstreamStream(reply, self.name)
 
     def _completion(self, text: str) -> dict[str, Any]:
         try:
@@ -347,4 +419,6 @@ class OpenAICompatBackend:
             return None
 
     async def aclose(self) -> None:
+        if self._fast is not None:
+            self._fast.close_idle()
         await self._client.aclose()

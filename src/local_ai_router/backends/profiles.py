@@ -7,13 +7,16 @@ window. Nothing outside this module special-cases a server kind.
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx2
 
-__all__ = ["PROFILES", "Profile", "profile_for"]
+__all__ = ["PROFILES", "Profile", "profile_for", "synthesize_stream"]
 
 StructuredOutput = Literal["json_schema", "json_object_schema", "none"]
 Discover = Callable[[httpx2.AsyncClient, str, str], Awaitable[int | None]]
@@ -135,6 +138,34 @@ PROFILES: dict[str, Profile] = {
     "ollama": Profile(kind="ollama", discover=_discover_ollama, structured_output="json_schema"),
     "anthropic": Profile(kind="anthropic", structured_output="none"),
 }
+
+
+def synthesize_stream(data: dict[str, Any]) -> list[bytes]:
+    """Turn a non-streamed completion into the chunks a stream would have carried (for
+    servers whose own stream is broken for the request, and those that ignore stream)."""
+    base = {
+        "id": data.get("id") or f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion.chunk",
+        "created": data.get("created") or int(time.time()),
+        "model": data.get("model", ""),
+    }
+    choice = (data.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
+    if msg.get("tool_calls"):
+        delta["tool_calls"] = [
+            {**tc, "index": i} for i, tc in enumerate(msg["tool_calls"]) if isinstance(tc, dict)
+        ]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}],
+        },
+    ]
+    if data.get("usage"):
+        chunks.append({**base, "choices": [], "usage": data["usage"]})
+    return [json.dumps(c, separators=(",", ":")).encode() for c in chunks]
 
 
 def profile_for(kind: str) -> Profile:

@@ -7,22 +7,32 @@ produces a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from starlette.types import Receive, Scope, Send
 
+from ..backends.openai_compat import RawJSON, loads_object
 from ..types import BackendError, BackendHTTPError, RoutingError
 from .auth import require_scope
 from .service import Attempt, Gateway, StreamSession, sse
 
-__all__ = ["ApiError", "build_gateway_router", "error_response", "read_json"]
+__all__ = [
+    "ApiError",
+    "ChatCompletions",
+    "build_gateway_router",
+    "error_response",
+    "read_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +104,8 @@ class ChatRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    length = request.headers.get("content-length")
+async def read_body(chunks: AsyncIterator[bytes], length: str | None, max_bytes: int) -> bytes:
+    """The request body, refused (413) past ``max_bytes`` whether declared or sent."""
     if length and length.isdigit() and int(length) > max_bytes:
         raise ApiError(
             413, f"request body is {length} bytes; the limit is {max_bytes}", code="body_too_large"
@@ -103,25 +113,59 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     # Read chunk by chunk: a chunked upload without content-length must not fill memory.
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
             raise ApiError(413, f"request body exceeds {max_bytes} bytes", code="body_too_large")
         parts.append(chunk)
-    raw = b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def parse_json(raw: bytes) -> Any:
+    """JSON from a request body; an object comes back as a :class:`RawJSON` (keeps ``raw``)."""
     if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw)
+        return loads_object(raw)
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
 
 
+async def read_json(request: Request, max_bytes: int) -> Any:
+    raw = await read_body(request.stream(), request.headers.get("content-length"), max_bytes)
+    data = parse_json(raw)
+    return dict(data) if type(data) is RawJSON else data
+
+
+def _plainly_valid(data: dict[str, Any]) -> bool:
+    """What :class:`ChatRequest` and the role check accept, in the common case, without
+    pydantic (which also copies every message). False sends the body to the full check."""
+    if type(data.get("model", "")) is not str:
+        return False
+    messages = data.get("messages")
+    if type(messages) is not list or not messages:
+        return False
+    for msg in messages:
+        if type(msg) is not dict or type(msg.get("role")) is not str:
+            return False
+    stream = data.get("stream")
+    if stream is not None and type(stream) is not bool:
+        return False
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = data.get(key)
+        if value is not None and (type(value) is not int or value <= 0):
+            return False
+    tools = data.get("tools")
+    return tools is None or (type(tools) is list and all(type(t) is dict for t in tools))
+
+
 def parse_chat_body(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_request")
+    if _plainly_valid(data):
+        return data
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as exc:
@@ -141,9 +185,19 @@ def parse_chat_body(data: Any) -> dict[str, Any]:
     return data
 
 
-def _headers(request: Request) -> dict[str, str]:
-    h = request.headers
+def _routing_headers(h: Mapping[str, str]) -> dict[str, str]:
     return {k: h[k] for k in ("x-backend", "x-force-big") if k in h}
+
+
+def _scope_headers(scope: Scope) -> dict[str, str]:
+    """The request headers a gateway call reads, by lower-case name (the first of repeats,
+    as Starlette's ``Headers`` gives); one pass, no per-lookup scan."""
+    out: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        name = name.lower()  # ASGI servers send them lower-case already; others may not
+        if name[:2] == b"x-" or name == b"content-length":
+            out.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return out
 
 
 _NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
@@ -175,10 +229,10 @@ _ID_CHARS = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 class MemoryContext:
     """X-Enable-Memory handling for one request."""
 
-    def __init__(self, gateway: Gateway, request: Request, memory: Any):
-        self.enabled = request.headers.get("x-enable-memory", "").lower() in ("1", "true", "yes")
-        self.user_id = request.headers.get("x-user-id")
-        self.conversation_id = request.headers.get("x-conversation-id") or None
+    def __init__(self, gateway: Gateway, headers: Mapping[str, str], memory: Any):
+        self.enabled = headers.get("x-enable-memory", "").lower() in ("1", "true", "yes")
+        self.user_id = headers.get("x-user-id")
+        self.conversation_id = headers.get("x-conversation-id") or None
         self.memory = memory
         if not self.enabled:
             return
@@ -220,151 +274,18 @@ class MemoryContext:
         )
 
 
-def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
+def build_gateway_router(
+    gateway: Gateway, app_state: Any, *, chat: ChatCompletions | None = None
+) -> APIRouter:
+    """The gateway's routes; ``chat`` is the chat endpoint when the app also holds it."""
     r = APIRouter()
     settings = gateway.settings
 
-    @r.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        key = await require_scope(request, app_state, "chat")
-        started = time.perf_counter()
-        body = parse_chat_body(await read_json(request, settings.server.max_body_bytes))
-        mem = MemoryContext(gateway, request, app_state.memory)
-        await mem.open(body)
-        key_id = key.id if key else None
-        requested = str(body.get("model") or "auto")
-        if body.get("stream"):
-            return await _stream(request, body, mem, started, key_id, requested)
-        try:
-            data, attempt = await gateway.chat(body, _headers(request))
-        except (RoutingError, BackendError) as exc:
-            err = routing_error(exc) if isinstance(exc, RoutingError) else backend_error(exc)
-            gateway.account(
-                None,
-                "chat",
-                err.status,
-                None,
-                None,
-                time.perf_counter() - started,
-                model_requested=requested,
-                key_id=key_id,
-                error=f"{err.code}: {err.message}",
-            )
-            raise err from None
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        gateway.account(
-            attempt,
-            "chat",
-            200,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            time.perf_counter() - started,
-            model_requested=requested,
-            key_id=key_id,
-        )
-        if mem.enabled:
-            await mem.store(body, _reply_text(data), attempt.model)
-        return Response(
-            json.dumps(data, separators=(",", ":")),
-            media_type="application/json",
-            headers={**_route_headers(attempt), **mem.headers()},
-        )
-
-    async def _stream(
-        request: Request,
-        body: dict[str, Any],
-        mem: MemoryContext,
-        started: float,
-        key_id: str | None,
-        requested: str,
-    ) -> Response:
-        try:
-            session = await gateway.open_stream(body, _headers(request))
-        except (RoutingError, BackendError) as exc:
-            err = routing_error(exc) if isinstance(exc, RoutingError) else backend_error(exc)
-            gateway.account(
-                None,
-                "chat",
-                err.status,
-                None,
-                None,
-                time.perf_counter() - started,
-                model_requested=requested,
-                key_id=key_id,
-                stream=True,
-                error=f"{err.code}: {err.message}",
-            )
-            raise err from None
-        relay = _relay(session, body, mem, started, key_id, requested)
-        return StreamingResponse(
-            relay,
-            media_type="text/event-stream",
-            headers={
-                **_route_headers(session.attempt),
-                **mem.headers(),
-                "Cache-Control": "no-cache",
-            },
-        )
-
-    async def _relay(
-        session: StreamSession,
-        body: dict[str, Any],
-        mem: MemoryContext,
-        started: float,
-        key_id: str | None,
-        requested: str,
-    ) -> AsyncIterator[bytes]:
-        text_parts: list[str] = []
-        usage: dict[str, Any] = {}
-        status, error = 200, None
-        finished = False
-        try:
-            payload = session.first
-            events = session.events
-            while True:
-                if payload:
-                    if mem.enabled or b'"usage"' in payload:
-                        _collect(payload, text_parts, usage)
-                    yield b"data: " + payload + b"\n\n"
-                try:
-                    payload = await events.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:  # bytes already went out: end with an error chunk
-                    status, error = 502, f"upstream_error: stream interrupted: {exc}"
-                    yield sse(
-                        {
-                            "error": {
-                                "message": f"upstream stream from {session.upstream.backend} "
-                                f"failed mid-way: {exc}",
-                                "type": "server_error",
-                                "code": "upstream_error",
-                            }
-                        }
-                    )
-                    break
-            if status == 200:
-                # Before [DONE]: a client that reads the conversation right after the
-                # stream ends must find this turn in it.
-                await mem.store(body, "".join(text_parts), session.attempt.model)
-            finished = True  # the upstream is done; only the terminator is left to send
-            yield b"data: [DONE]\n\n"
-        finally:
-            if not finished and error is None:
-                status, error = 499, "client_closed: the client left before the stream ended"
-            await gateway.close_stream(session)
-            gateway.account(
-                session.attempt,
-                "chat",
-                status,
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-                time.perf_counter() - started,
-                model_requested=requested,
-                key_id=key_id,
-                stream=True,
-                error=error,
-            )
+    # A plain ASGI route: FastAPI's request handling (dependencies, Response classes)
+    # cost ~55 us per call on the hottest path. create_app also dispatches it ahead of
+    # the middleware; this route serves apps built otherwise and gives other methods a 405.
+    chat = chat or ChatCompletions(gateway, app_state)
+    r.add_route("/v1/chat/completions", chat, methods=["POST"])
 
     @r.get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -443,6 +364,212 @@ def build_gateway_router(gateway: Gateway, app_state: Any) -> APIRouter:
         return await _set_drain(request, name, False)
 
     return r
+
+
+class ChatCompletions:
+    """``POST /v1/chat/completions`` as an ASGI app (mounted by :func:`build_gateway_router`)."""
+
+    def __init__(self, gateway: Gateway, app_state: Any):
+        self.gateway = gateway
+        self.app_state = app_state
+        self.max_body = gateway.settings.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Errors are answered here, in the app's shapes, so this can run ahead of FastAPI's
+        # middleware stack (see server.py) as well as behind it.
+        try:
+            await self._handle(scope, receive, send)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.message, exc.type, exc.code, exc.headers)
+            await response(scope, receive, send)
+        except Exception as exc:
+            log.exception("unhandled error")
+            response = error_response(
+                500,
+                f"internal error: {type(exc).__name__}: {exc}",
+                "server_error",
+                "internal_error",
+            )
+            with contextlib.suppress(Exception):  # the reply may have started already
+                await response(scope, receive, send)
+            raise
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hdrs = _scope_headers(scope)
+        gateway = self.gateway
+        request = Request(scope, receive)
+        key = await require_scope(request, self.app_state, "chat")
+        started = time.perf_counter()
+        raw = await read_body(request.stream(), hdrs.get("content-length"), self.max_body)
+        body = parse_chat_body(parse_json(raw))
+        mem = MemoryContext(gateway, hdrs, self.app_state.memory)
+        await mem.open(body)
+        key_id = key.id if key else None
+        requested = str(body.get("model") or "auto")
+        if body.get("stream"):
+            await self._stream(receive, send, hdrs, body, mem, (started, key_id, requested))
+            return
+        try:
+            data, attempt = await gateway.chat(body, _routing_headers(hdrs))
+        except (RoutingError, BackendError) as exc:
+            raise self._failed(exc, started, requested, key_id, False) from None
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        gateway.account(
+            attempt,
+            "chat",
+            200,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            time.perf_counter() - started,
+            model_requested=requested,
+            key_id=key_id,
+        )
+        if mem.enabled:
+            await mem.store(body, _reply_text(data), attempt.model)
+        raw = data.raw if type(data) is RawJSON else None
+        content = raw if raw is not None else json.dumps(data, separators=(",", ":")).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(content)),
+        ]
+        headers += [
+            (k.lower().encode(), v.encode("latin-1"))
+            for k, v in (*_route_headers(attempt).items(), *mem.headers().items())
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    def _failed(
+        self,
+        exc: RoutingError | BackendError,
+        started: float,
+        requested: str,
+        key_id: str | None,
+        stream: bool,
+    ) -> ApiError:
+        err = routing_error(exc) if isinstance(exc, RoutingError) else backend_error(exc)
+        self.gateway.account(
+            None,
+            "chat",
+            err.status,
+            None,
+            None,
+            time.perf_counter() - started,
+            model_requested=requested,
+            key_id=key_id,
+            stream=stream,
+            error=f"{err.code}: {err.message}",
+        )
+        return err
+
+    async def _stream(
+        self,
+        receive: Receive,
+        send: Send,
+        hdrs: Mapping[str, str],
+        body: dict[str, Any],
+        mem: MemoryContext,
+        call: tuple[float, str | None, str],
+    ) -> None:
+        started, key_id, requested = call
+        try:
+            session = await self.gateway.open_stream(body, _routing_headers(hdrs))
+        except (RoutingError, BackendError) as exc:
+            raise self._failed(exc, started, requested, key_id, True) from None
+        relay = self._relay(session, body, mem, started, key_id, requested)
+        extra = {**_route_headers(session.attempt), **mem.headers(), "Cache-Control": "no-cache"}
+        headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in extra.items()]
+        headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+        # Started here, in this task: from now on its own ``finally`` releases the slot and
+        # writes the log row, however the stream ends.
+        first = await relay.__anext__()
+
+        async def pump() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for chunk in relay:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def left() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        # As Starlette's StreamingResponse (minus anyio): a client that leaves cancels the
+        # relay at once, and so the upstream request, even between two tokens.
+        pumping, leaving = asyncio.ensure_future(pump()), asyncio.ensure_future(left())
+        try:
+            await asyncio.wait((pumping, leaving), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pumping.cancel()
+            leaving.cancel()
+            await asyncio.gather(pumping, leaving, return_exceptions=True)
+            await relay.aclose()
+        if not pumping.cancelled() and pumping.exception() is not None:
+            raise pumping.exception()  # type: ignore[misc]
+
+    async def _relay(
+        self,
+        session: StreamSession,
+        body: dict[str, Any],
+        mem: MemoryContext,
+        started: float,
+        key_id: str | None,
+        requested: str,
+    ) -> AsyncIterator[bytes]:
+        gateway = self.gateway
+        text_parts: list[str] = []
+        usage: dict[str, Any] = {}
+        status, error = 200, None
+        finished = False
+        try:
+            payload = session.first
+            events = session.events
+            while True:
+                if payload:
+                    if mem.enabled or b'"usage"' in payload:
+                        _collect(payload, text_parts, usage)
+                    yield b"data: " + payload + b"\n\n"
+                try:
+                    payload = await events.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # bytes already went out: end with an error chunk
+                    status, error = 502, f"upstream_error: stream interrupted: {exc}"
+                    yield sse(
+                        {
+                            "error": {
+                                "message": f"upstream stream from {session.upstream.backend} "
+                                f"failed mid-way: {exc}",
+                                "type": "server_error",
+                                "code": "upstream_error",
+                            }
+                        }
+                    )
+                    break
+            if status == 200:
+                # Before [DONE]: a client that reads the conversation right after the
+                # stream ends must find this turn in it.
+                await mem.store(body, "".join(text_parts), session.attempt.model)
+            finished = True  # the upstream is done; only the terminator is left to send
+            yield b"data: [DONE]\n\n"
+        finally:
+            if not finished and error is None:
+                status, error = 499, "client_closed: the client left before the stream ended"
+            await gateway.close_stream(session)
+            gateway.account(
+                session.attempt,
+                "chat",
+                status,
+                usage.get("prompt_tokens"),
+                usage.get("completion_tokens"),
+                time.perf_counter() - started,
+                model_requested=requested,
+                key_id=key_id,
+                stream=True,
+                error=error,
+            )
 
 
 def _reply_text(data: dict[str, Any]) -> str:

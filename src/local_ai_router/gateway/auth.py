@@ -20,10 +20,10 @@ def bearer_token(request: Request) -> str | None:
 
 async def require_scope(request: Request, app_state: Any, scope: str) -> ApiKey | None:
     """The caller's key when keys are required; None when the server runs open (loopback only)."""
-    from .api import ApiError  # local: api imports this module
-
     if not app_state.settings.server.require_api_key:
         return None
+    from .api import ApiError  # local: api imports this module (and not on the open path)
+
     token = bearer_token(request)
     if not token:
         raise ApiError(

@@ -6,7 +6,10 @@ can live in one process (tests) without clashing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ["Metrics"]
 
@@ -47,6 +50,18 @@ class Metrics:
         )
         self.errors = Counter("local_ai_errors", "Errors by type", ["type"], registry=r)
         self.queue_depth = Gauge("local_ai_queue_depth", "Requests waiting for a slot", registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: prometheus_client validates the values and
+        takes a lock on every ``labels`` call, several times per request. The registry keeps
+        every child anyway, so this holds nothing it does not."""
+        key = (id(metric), values)
+        try:
+            return self._children[key]
+        except KeyError:
+            child = self._children[key] = metric.labels(*values)
+            return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,8 +20,8 @@ class RequestLogWriter:
         self,
         db: Database,
         *,
-        max_queue: int = 10_000,
-        batch: int = 200,
+        max_queue: int = 20_000,
+        batch: int = 1_000,
         flush_interval_s: float = 0.25,
     ):
         self.db = db
@@ -31,6 +31,8 @@ class RequestLogWriter:
         self.flush_interval_s = flush_interval_s
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
+        self._held: list[dict[str, Any]] = []  # taken from the queue, not yet being written
+        self._writing: asyncio.Future[None] | None = None
         self.dropped = 0
 
     def start(self) -> None:
@@ -45,22 +47,27 @@ class RequestLogWriter:
 
     async def _run(self) -> None:
         while True:
-            rows = [await self._queue.get()]
-            if self.flush_interval_s:
+            self._held.append(await self._queue.get())
+            # Wait for a batch to form only while there is no backlog: sleeping under load
+            # capped the writer at batch / interval rows a second, and the rest were dropped.
+            if self.flush_interval_s and self._queue.qsize() < self.batch:
                 await asyncio.sleep(self.flush_interval_s)
-            while len(rows) < self.batch and not self._queue.empty():
-                rows.append(self._queue.get_nowait())
-            await self._write(rows)
+            while len(self._held) < self.batch and not self._queue.empty():
+                self._held.append(self._queue.get_nowait())
+            rows, self._held = self._held, []
+            # Shielded: stop() cancels this loop, never a transaction half-way.
+            self._writing = asyncio.ensure_future(self._write(rows))
+            await asyncio.shield(self._writing)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
-            async with self.db.engine.begin() as conn:
-                await conn.execute(request_log.insert(), rows)
+            # One transaction and (on SQLite) one thread hop per batch: ~7 us of CPU a row.
+            await self.db.write(lambda conn: conn.execute(request_log.insert(), rows))
         except Exception:
             log.exception("request log write failed (%d rows lost)", len(rows))
 
     async def flush(self) -> None:
-        rows = []
+        rows, self._held = self._held, []
         while not self._queue.empty():
             rows.append(self._queue.get_nowait())
         if rows:
@@ -72,4 +79,7 @@ class RequestLogWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
         await self.flush()

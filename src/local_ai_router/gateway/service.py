@@ -122,7 +122,7 @@ class Gateway:
         return st
 
     def _health_changed(self, st: BackendState) -> None:
-        self.metrics.health.labels(st.name).set(1 if st.healthy else 0)
+        self.metrics.child(self.metrics.health, st.name).set(1 if st.healthy else 0)
 
     # ------------------------------------------------------------ candidates
 
@@ -159,14 +159,14 @@ class Gateway:
     ) -> tuple[BackendState, str]:
         st, model = await self.router.acquire(cands)
         if attempt.state is not None and attempt.state is not st:
-            self.metrics.failover.labels(attempt.state.name, st.name).inc()
+            self.metrics.child(self.metrics.failover, attempt.state.name, st.name).inc()
         attempt.state, attempt.model = st, model
-        self.metrics.active.labels(st.name).inc()
+        self.metrics.child(self.metrics.active, st.name).inc()
         return st, model
 
     def _release(self, st: BackendState) -> None:
         self.router.release(st)
-        self.metrics.active.labels(st.name).dec()
+        self.metrics.child(self.metrics.active, st.name).dec()
 
     # ------------------------------------------------------------ calls
 
@@ -176,14 +176,14 @@ class Gateway:
         """A non-streamed completion, falling back across candidates."""
         route, cands = self._plan(body, headers)
         attempt = Attempt(route)
-        self.metrics.routing.labels(route.decision, cands[0][0].name).inc()
+        self.metrics.child(self.metrics.routing, route.decision, cands[0][0].name).inc()
         last: BackendError | None = None
         remaining = list(cands)
         while remaining:
             st, model = await self._acquire(remaining, attempt)
             remaining = [(s, m) for s, m in remaining if s is not st]
             try:
-                data = await st.backend.chat({**body, "model": model} if model else body)
+                data = await st.backend.chat(_with_model(body, model))
             except BackendError as exc:
                 last = exc
                 self._failed(attempt, st, exc)
@@ -203,7 +203,7 @@ class Gateway:
         """
         route, cands = self._plan(body, headers)
         attempt = Attempt(route)
-        self.metrics.routing.labels(route.decision, cands[0][0].name).inc()
+        self.metrics.child(self.metrics.routing, route.decision, cands[0][0].name).inc()
         last: BackendError | None = None
         remaining = list(cands)
         while remaining:
@@ -211,7 +211,7 @@ class Gateway:
             remaining = [(s, m) for s, m in remaining if s is not st]
             upstream: UpstreamStream | None = None
             try:
-                upstream = await st.backend.open_stream({**body, "model": model} if model else body)
+                upstream = await st.backend.open_stream(_with_model(body, model))
                 events = upstream.events().__aiter__()
                 first = await self._first_event(events, st)
             except BackendError as exc:
@@ -326,15 +326,15 @@ class Gateway:
         model = attempt.model if attempt else self._model_label(model_requested)
         prompt_tokens, completion_tokens = _count(prompt_tokens), _count(completion_tokens)
         m = self.metrics
-        m.requests.labels(endpoint, model, provider, str(status)).inc()
+        m.child(m.requests, endpoint, model, provider, str(status)).inc()
         if duration_s:
-            m.duration.labels(endpoint, provider).observe(duration_s)
+            m.child(m.duration, endpoint, provider).observe(duration_s)
         if prompt_tokens:
-            m.tokens.labels(provider, "prompt").inc(prompt_tokens)
+            m.child(m.tokens, provider, "prompt").inc(prompt_tokens)
         if completion_tokens:
-            m.tokens.labels(provider, "completion").inc(completion_tokens)
+            m.child(m.tokens, provider, "completion").inc(completion_tokens)
         if error:
-            m.errors.labels(error.split(":", 1)[0][:40]).inc()
+            m.child(m.errors, error.split(":", 1)[0][:40]).inc()
         if self.request_log is not None and endpoint != "agent":
             self.request_log.record(
                 {
@@ -352,6 +352,14 @@ class Gateway:
                     "error": error,
                 }
             )
+
+
+def _with_model(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The body to send: the caller's own object when the model name stays (so its original
+    bytes can be forwarded unchanged), else a copy naming ``model``."""
+    if not model or body.get("model") == model:
+        return body
+    return {**body, "model": model}
 
 
 def _count(value: Any) -> int | None:
