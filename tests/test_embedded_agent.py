@@ -100,11 +100,11 @@ async def test_killing_llama_cpp_mid_run_is_survived(make_settings, workspace):
         events = []
         async for ev in active.stream():
             events.append(ev.to_dict())
-            if ev.type == "step_started" and ev.data["step"] == 2 and not killed:
+            if ev.type == "step_started" and not killed:  # the first model call is in flight
                 os.killpg(first_pid, signal.SIGKILL)  # the model server dies mid-run
                 killed = True
         final = events[-1]
-        assert final["type"] == "run_finished"
+        assert killed and final["type"] == "run_finished"
         assert final["status"] in ("failed", "max_steps", "completed")  # ended cleanly either way
         if final["status"] == "failed":
             assert "model call failed" in final["error"]

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 SKILLS_LISTING_CHARS = 180
 
 
+def _in_git_work_tree(path: Path) -> bool:
+    return any((p / ".git").exists() for p in (path, *path.parents))
+
+
 def _custom_agents(definitions: dict[str, AgentDefinition]) -> str:
     """The prompt lists agent types only when there are more than the built-ins, which
     spawn_agents' own description names (every prompt token counts on an 8K card)."""
@@ -245,6 +249,8 @@ class AgentService:
         tools = self.tools_for(req)
         # No skill folders: the skill tools would only cost prompt tokens and tempt small models.
         hidden = set() if len(skills) else {t.name for t in skill_tools()}
+        if not _in_git_work_tree(workspace):  # git tools there only fail (and tempt small models)
+            hidden |= {n for n in tools.names() if n.startswith("git_")}
         tools = tools.subset(
             [n for n in tools.names() if rp.policy.is_tool_offered(n) and n not in hidden]
         )
