@@ -89,6 +89,7 @@ async def capture(mode: str, tmp: Path, *, skills: int = 0) -> Capture:
     from local_ai_router.testing import ScriptedBackend
 
     ws = Path(tempfile.mkdtemp(prefix=f"ws-{mode}-", dir=tmp))
+    (ws / ".git").mkdir()  # a git work tree: the git tools are offered, as in a real project
     _write_skills(ws, skills)
     async with ScriptedBackend([_reply(mode)], models=[MODEL], kind="openai") as backend:
         settings = Settings.model_validate(
