@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +104,43 @@ async def run_lar(*args: str, cwd: Path, timeout: float = 90) -> tuple[int, str,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+EVERYTHING = (
+    Path(__file__).resolve().parents[1]
+    / "tests/.npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def everything(request: pytest.FixtureRequest) -> Iterator[str]:
+    """server-everything in the transport the test names; yields its URL on 127.0.0.1."""
+    transport = request.param
+    port = free_port()
+    # It listens on every interface; we only ever connect to the loopback address.
+    proc = subprocess.Popen(
+        ["node", str(EVERYTHING), transport],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"server-everything exited with {proc.returncode}")
+                time.sleep(0.05)
+        path = "/mcp" if transport == "streamableHttp" else "/sse"
+        yield f"http://127.0.0.1:{port}{path}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

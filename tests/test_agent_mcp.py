@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -10,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from conftest import run_events
+from conftest import EVERYTHING, run_events
 from local_ai_router.agent.runner import RunRequest
 from local_ai_router.testing import Reply, ScriptedBackend, tool_call
 
 TIME_SERVER = Path(sys.executable).parent / "mcp-server-time"
+EVERYTHING_INSTALLED = EVERYTHING.exists() and shutil.which("node") is not None
 needs_time = pytest.mark.skipif(
     not TIME_SERVER.exists(),
     reason="mcp-server-time missing: run scripts/install_mcp_test_servers.sh",
@@ -138,4 +140,25 @@ async def test_a_server_that_crashes_mid_run_is_restarted(make_settings, workspa
     assert results[0]["ok"] and "pong a" in results[0]["output"]
     assert not results[1]["ok"]
     assert results[2]["ok"] and "pong b" in results[2]["output"]
+    assert events[-1]["status"] == "completed"
+
+
+@pytest.mark.skipif(not EVERYTHING_INSTALLED, reason="run scripts/install_mcp_test_servers.sh")
+@pytest.mark.parametrize(
+    ("everything", "kind"), [("streamableHttp", "http"), ("sse", "sse")], indirect=["everything"]
+)
+async def test_everything_server_in_a_run_over_http_and_sse(
+    make_settings, workspace, everything, kind
+):
+    script = [call("mcp__every__echo", message="hello over " + kind), FINISH]
+    async with ScriptedBackend(script, models=["m"]) as backend:
+        events = await run(
+            make_settings,
+            backend,
+            workspace,
+            mcp_servers={"every": {"type": kind, "url": everything}},
+        )
+    assert "mcp__every__echo" in tools_offered(backend)
+    result = next(e for e in events if e["type"] == "tool_result")
+    assert result["ok"] and f"hello over {kind}" in result["output"]
     assert events[-1]["status"] == "completed"

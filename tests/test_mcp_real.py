@@ -13,11 +13,8 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -110,34 +107,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def everything(request: pytest.FixtureRequest) -> Iterator[str]:
-    """server-everything in the transport the test names; yields its URL on 127.0.0.1."""
-    transport = request.param
-    port = free_port()
-    # It listens on every interface; we only ever connect to the loopback address.
-    proc = subprocess.Popen(
-        ["node", str(EVERYTHING), transport],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"server-everything exited with {proc.returncode}")
-                time.sleep(0.05)
-        path = "/mcp" if transport == "streamableHttp" else "/sse"
-        yield f"http://127.0.0.1:{port}{path}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @needs_everything
