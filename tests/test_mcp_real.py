@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import textwrap
 from datetime import datetime
@@ -101,12 +100,6 @@ async def test_time_server_over_stdio(ctx: ToolContext) -> None:
 
 
 # ------------------------------------------------------------ server-everything (HTTP, SSE)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @needs_everything
