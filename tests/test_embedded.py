@@ -180,7 +180,7 @@ def test_effective_config_and_command_honour_settings(tmp_path: Path) -> None:
     )
     cmd = server_command(eff, gguf, 4321, python="/py")
     flags = dict(zip(cmd[3::2], cmd[4::2], strict=True))
-    assert cmd[:3] == ["/py", "-m", "llama_cpp.server"]
+    assert cmd[:3] == ["/py", "-m", "local_ai_router.backends.llama_server"]
     assert flags["--model"] == str(gguf)
     assert flags["--port"] == "4321" and flags["--host"] == "127.0.0.1"
     assert flags["--n_ctx"] == "1024" and flags["--n_threads"] == "3"
@@ -503,6 +503,47 @@ async def test_a_file_that_is_not_a_model_fails_with_the_log_tail(
 
 
 # --------------------------------------------------------------------------- quirks, proven
+
+# Renders a prompt with llama_cpp's chatml-function-calling handler and prints it; the
+# handler's llama is a recorder, so no model is needed. Runs in a subprocess because the
+# fix patches llama_cpp (as the embedded server's entry point does in its own process).
+PROMPT_PROBE = """
+import sys
+from llama_cpp import llama_chat_format
+if sys.argv[1] == "fixed":
+    from local_ai_router.backends.llama_server import disable_prompt_html_escaping
+    disable_prompt_html_escaping()
+class Recorder:
+    def create_completion(self, prompt, **kw):
+        print(prompt)
+        choice = {"text": "ok", "index": 0, "logprobs": None, "finish_reason": "stop"}
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        return {"id": "x", "object": "text_completion", "created": 0, "model": "m",
+                "choices": [choice], "usage": usage}
+llama_chat_format.chatml_function_calling(
+    llama=Recorder(), messages=[{"role": "user", "content": sys.argv[2]}]
+)
+"""
+
+
+@pytest.mark.skipif(not llama_cpp_available(), reason="needs llama-cpp-python ([local] extra)")
+@pytest.mark.parametrize("text", ['{"tool": "read_file", "args": {"path": "a.py"}}', "x<'&'>y"])
+def test_prompts_reach_the_model_verbatim_not_html_escaped(text: str) -> None:
+    import subprocess
+
+    def render(mode: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", PROMPT_PROBE, mode, text],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    raw = render("raw")
+    assert text not in raw and "&#" in raw  # the quirk: llama_cpp HTML-escapes the prompt
+    assert f"user\n{text}<|im_end|>" in render("fixed")  # our server entry point sends it as is
 
 
 @realmodel

@@ -178,11 +178,12 @@ def _die_with_parent() -> None:
 def server_command(
     config: BackendConfig, model_path: Path, port: int, *, python: str = sys.executable
 ) -> list[str]:
-    """The argv that starts llama-cpp-python's server (flags as accepted by 0.3.36)."""
+    """The argv that starts llama-cpp-python's server (flags as accepted by 0.3.36), through
+    :mod:`.llama_server`, which fixes its prompt escaping first."""
     threads = str(config.n_threads or default_threads())
     alias = config.models[0] if config.models else DEFAULT_MODEL_NAME
     return [
-        python, "-m", "llama_cpp.server",
+        python, "-m", "local_ai_router.backends.llama_server",
         "--model", str(model_path),
         "--model_alias", alias,
         "--host", HOST,
