@@ -248,6 +248,13 @@ async def test_api_keys_scopes_and_states(backends, served, make_settings, lar_h
     await keys.set_disabled(disabled_key.id, False)
     assert await status("POST", "/v1/chat/completions", disabled, **chat_body) == 200
 
+    # Each key records when it was last used; one never presented has no date.
+    used = {k.name: k.last_used_at for k in await keys.list()}
+    assert used["chat"] and used["agent"] and used["ops"] and used["temp"]
+    assert used["chat"] <= time.time() and used["old"] is not None  # used once re-enabled
+    never, _ = await keys.create("never", ["chat"])
+    assert (await keys.find(never.id)).last_used_at is None
+
     # Only hashes are stored: no file under the data directory holds a plaintext key.
     async with app.state.lar.db.engine.connect() as conn:
         rows = (await conn.execute(select(api_keys.c.key_hash, api_keys.c.prefix))).all()
@@ -264,7 +271,8 @@ async def test_disable_from_another_process_applies_within_the_cache_ttl(lar_hom
         server_side = KeyStore(db, cache_ttl_s=60)
         uncached = KeyStore(db, cache_ttl_s=0)
         key, plaintext = await KeyStore(db).create("k", ["chat"])
-        assert (await server_side.verify(plaintext)) == key
+        verified = await server_side.verify(plaintext)
+        assert verified is not None and verified.id == key.id and verified.last_used_at
         await KeyStore(db).set_disabled(key.id, True)  # what the CLI does
         assert await uncached.verify(plaintext) is None
         assert (await server_side.verify(plaintext)) is not None  # stale until the TTL lapses
@@ -407,6 +415,22 @@ async def test_request_log_rows(backends, served, make_settings):
     assert unknown.error.startswith("model_not_found") and unknown.key_id == key.id
     assert (failed.status, failed.backend, failed.model_used) == (503, None, "d")
     assert "no_healthy_backend" in failed.error and "HTTP 500" in failed.error
+
+    # Bad input is logged too: who sent it, the status, and what was wrong.
+    auth = {"Authorization": f"Bearer {plaintext}", "content-type": "application/json"}
+    r = await http.post("/v1/chat/completions", headers=auth, content=b'{"model": "m",')
+    assert r.status_code == 400
+    r = await http.post("/v1/chat/completions", headers=auth, json={"model": "m"})
+    assert r.status_code == 400
+
+    async def six() -> bool:
+        return len(await rows()) == 6
+
+    await until(six, "six request-log rows")
+    broken, incomplete = (await rows())[4:]
+    assert (broken.status, broken.key_id, broken.backend) == (400, key.id, None)
+    assert broken.error.startswith("invalid_json: request body is not valid JSON")
+    assert incomplete.status == 400 and "messages" in incomplete.error
 
 
 async def test_request_log_stream_endings(backends, served, make_settings):

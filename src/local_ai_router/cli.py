@@ -325,13 +325,18 @@ def keys_list(
     if as_json:
         print(json.dumps([{**k.to_dict(), "expired": k.expired()} for k in keys], indent=2))
         return
-    table = Table("id", "name", "prefix", "scopes", "state", "expires")
+    table = Table()
+    for column in ("id", "name", "prefix", "scopes", "state", "expires", "last used"):
+        table.add_column(column, no_wrap=column in ("id", "prefix"))
     import time
+
+    def when(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
 
     for k in keys:
         state = "disabled" if k.disabled else ("expired" if k.expired() else "active")
-        exp = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.expires_at)) if k.expires_at else "-"
-        table.add_row(k.id, k.name, k.prefix + "…", ",".join(k.scopes), state, exp)
+        row = (k.id, k.name, k.prefix + "…", ",".join(k.scopes), state)
+        table.add_row(*row, when(k.expires_at), when(k.last_used_at))
     out.print(table)
 
 

@@ -400,11 +400,24 @@ class ChatCompletions:
         request = Request(scope, receive)
         key = await require_scope(request, self.app_state, "chat")
         started = time.perf_counter()
-        raw = await read_body(request.stream(), hdrs.get("content-length"), self.max_body)
-        body = parse_chat_body(parse_json(raw))
+        key_id = key.id if key else None
+        try:
+            raw = await read_body(request.stream(), hdrs.get("content-length"), self.max_body)
+            body = parse_chat_body(parse_json(raw))
+        except ApiError as exc:  # bad input is logged and counted like any other outcome
+            gateway.account(
+                None,
+                "chat",
+                exc.status,
+                None,
+                None,
+                time.perf_counter() - started,
+                key_id=key_id,
+                error=f"{exc.code}: {exc.message}",
+            )
+            raise
         mem = MemoryContext(gateway, hdrs, self.app_state.memory)
         await mem.open(body)
-        key_id = key.id if key else None
         requested = str(body.get("model") or "auto")
         if body.get("stream"):
             await self._stream(receive, send, hdrs, body, mem, (started, key_id, requested))

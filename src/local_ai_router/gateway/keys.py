@@ -3,7 +3,7 @@
 Keys are 32 random bytes, so a fast hash is enough (nothing to brute-force);
 the plaintext is shown once, at creation. Verified keys are cached briefly so
 the hot path does not hit the database on every request; disabling a key takes
-effect within ``cache_ttl_s``.
+effect within ``cache_ttl_s``, and ``last_used_at`` is recorded at that granularity.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -170,9 +170,21 @@ class KeyStore:
                     await conn.execute(select(api_keys).where(api_keys.c.key_hash == digest))
                 ).first()
             key = _row(row) if row else None
+            if key is not None and not key.disabled and not key.expired():
+                key = await self._touch(key)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (now, key)
         if key is None or key.disabled or key.expired():
             return None
         return key
+
+    async def _touch(self, key: ApiKey) -> ApiKey:
+        """Record a use. Runs on cache misses only, so ``last_used_at`` is exact to within
+        ``cache_ttl_s`` and the hot path stays free of writes."""
+        used = time.time()
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
+                update(api_keys).where(api_keys.c.id == key.id).values(last_used_at=used)
+            )
+        return replace(key, last_used_at=used)
