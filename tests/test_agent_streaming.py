@@ -80,3 +80,33 @@ def test_assembler_tolerates_garbage_and_fragments():
         and result.tool_calls[0].arguments == '{"path": "x"}'
     )
     assert result.finish_reason == "tool_calls" and result.usage.prompt_tokens == 7
+
+
+async def test_streamed_run_without_a_usage_chunk_estimates_usage(
+    served, make_settings, tmp_path: Path
+):
+    """llama.cpp's Python server ignores include_usage: the run's usage is estimated, not 0."""
+    async with ScriptedBackend(
+        ["All done here.", "All done here."], models=["m"], quirks={"llamacpp_no_stream_usage"}
+    ) as backend:
+        settings = make_settings(
+            backends=[{"name": "b", "url": backend.url, "kind": "llamacpp", "models": ["m"]}],
+            agent={"workspace": str(tmp_path)},
+        )
+        url = await served(create_app(settings))
+        async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
+            events = await sse_events(http, {"task": "say you are done"})
+    deltas = [e for e in events if e["type"] == "model_delta"]
+    final = events[-1]
+    assert final["status"] == "completed" and deltas, final["error"]
+    assert final["usage"]["completion_tokens"] == len(deltas)  # one per streamed piece
+    assert final["usage"]["prompt_tokens"] > 100  # system prompt and tools, chars / 4
+
+
+def test_assembler_counts_pieces_and_knows_when_usage_was_reported():
+    asm = StreamAssembler()
+    for piece in ("a", "b", ""):
+        asm.feed(json.dumps({"choices": [{"delta": {"content": piece}}]}).encode())
+    assert asm.pieces == 2 and not asm.usage_reported
+    asm.feed(b'{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}')
+    assert asm.usage_reported and asm.usage.completion_tokens == 3

@@ -2,7 +2,9 @@
 
 ``stream`` reads the reply as it is generated (``model_delta`` events) and
 reassembles it, tool calls included, into the same :class:`ChatResult` as
-``complete``.
+``complete``. Servers that ignore ``stream_options.include_usage`` (llama.cpp's
+Python server) send no usage chunk; the run's usage is then estimated (prompt
+characters / 4, one token per streamed piece) rather than reported as zero.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.profiles import profile_for
+from ..gateway.routing import estimate_tokens
 from ..gateway.service import Gateway
 from ..types import BackendUnavailable, ChatResult, ToolCall, Usage
 from .seams import ModelInfo
@@ -37,6 +40,8 @@ class StreamAssembler:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     finish_reason: str | None = None
+    usage_reported: bool = False
+    pieces: int = 0  # deltas that carried text: about one token each on llama.cpp and vLLM
 
     def feed(self, payload: bytes, on_text: Callable[[str], None] | None = None) -> None:
         try:
@@ -50,6 +55,7 @@ class StreamAssembler:
         self.model = chunk.get("model") or self.model
         if isinstance(chunk.get("usage"), dict):
             self.usage = Usage.from_openai(chunk["usage"])
+            self.usage_reported = True
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict):
                 self._choice(choice, on_text)
@@ -61,6 +67,7 @@ class StreamAssembler:
             return
         piece = delta.get("content")
         if isinstance(piece, str) and piece:
+            self.pieces += 1
             self.text.append(piece)
             if on_text:
                 on_text(piece)
@@ -74,6 +81,7 @@ class StreamAssembler:
             if isinstance(fn, dict):
                 call.name += str(fn.get("name") or "")
                 args = fn.get("arguments")
+                self.pieces += bool(args)
                 call.arguments += (
                     args if isinstance(args, str) else (json.dumps(args) if args else "")
                 )
@@ -136,7 +144,7 @@ class GatewayModelClient:
         finally:
             await self.gateway.close_stream(session)
         result = out.result()
-        self.gateway.account(
+        self.gateway.account(  # metrics count only what the backend reported
             session.attempt,
             "agent",
             200,
@@ -145,4 +153,6 @@ class GatewayModelClient:
             0.0,
             stream=True,
         )
+        if not out.usage_reported:
+            result.usage = Usage(prompt_tokens=estimate_tokens(body), completion_tokens=out.pieces)
         return result
