@@ -195,3 +195,55 @@ def test_claude_code_definition_file(tmp_path: Path):
     defs, problems = load_definitions(tmp_path, {"cfg-agent": {"description": "from config"}})
     assert {"general", "explore", "cfg-agent"} <= set(defs)
     assert problems and "broken.md" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("parent_mode", "definition_mode", "child_mode"),
+    [
+        ("plan", "bypassPermissions", "plan"),  # a repo's definition cannot loosen the mode
+        ("ask", "auto", "ask"),
+        ("auto", "plan", "plan"),  # but it can tighten it
+        ("auto", None, "auto"),
+        ("bypassPermissions", "default", "ask"),  # Claude Code's name for ask
+    ],
+)
+async def test_a_child_never_runs_looser_than_its_parent(
+    make_settings, workspace, parent_mode, definition_mode, child_mode
+):
+    mode_line = f"permissionMode: {definition_mode}\n" if definition_mode else ""
+    (workspace / ".claude" / "agents" / "writer.md").write_text(
+        f"---\nname: writer\ndescription: Writes.\n{mode_line}---\nWrite files.\n"
+    )
+
+    def child(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return done(body["messages"][-1]["content"])
+        return Reply(tool_calls=[tool_call("write_file", {"path": "out.txt", "content": "x"})])
+
+    script = Script([{"prompt": "write it", "agent": "writer"}], child)
+    async with ScriptedBackend(default=script, models=["big-m", "small-m"]) as backend:
+        settings = make_settings(
+            backends=[{"name": "gpu", "url": backend.url, "kind": "vllm", "models": ["big-m"]}],
+            agent={
+                "workspace": str(workspace),
+                "model": "big-m",
+                "permissions": {"mode": parent_mode},
+            },
+        )
+        rt = Runtime.create(settings)
+        await rt.start()
+        try:
+            active = await rt.agent.start_run(
+                RunRequest(task=PARENT_TASK, workspace=workspace, interactive=False)
+            )
+            events = [e.to_dict() async for e in active.stream()]
+            started = next(e for e in events if e["type"] == "subagent_started")
+            stored = await rt.agent_store.get_run(started["child_run_id"])
+        finally:
+            await rt.stop()
+    assert stored is not None
+    result = next(e for e in events if e["type"] == "tool_result" and e["run_id"] == stored["id"])
+    written = (workspace / "out.txt").exists()
+    assert written == result["ok"] == (child_mode in ("auto", "bypassPermissions")), result
+    if not written:
+        assert f"{child_mode} mode" in result["error"], result

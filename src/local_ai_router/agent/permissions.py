@@ -35,6 +35,7 @@ __all__ = [
     "PermissionPolicy",
     "Rule",
     "parse_rule",
+    "stricter_mode",
     "tool_kind",
 ]
 
@@ -42,6 +43,23 @@ DecisionValue = Literal["allow", "deny", "ask"]
 DecidedBy = Literal["rule", "mode", "hook", "user", "default", "guard"]
 MODES = ("auto", "ask", "acceptEdits", "plan", "bypassPermissions")
 _MODE_ALIASES = {"default": "ask"}  # Claude Code's name for its asking mode
+_STRICT_ORDER = ("plan", "ask", "acceptEdits", "auto", "bypassPermissions")  # strictest first
+
+
+def stricter_mode(current: str, requested: str | None) -> str:
+    """The mode a subagent runs in: its definition's, but never looser than its parent's.
+
+    Claude Code lets a subagent definition loosen the mode; here definitions can come
+    from a cloned repository (``.claude/agents/``), so one asking for
+    ``bypassPermissions`` under a parent in ``ask`` or ``plan`` must not get it.
+    """
+    if not requested:
+        return current
+    a, b = _MODE_ALIASES.get(current, current), _MODE_ALIASES.get(requested, requested)
+    if b not in MODES:
+        raise ValueError(f"unknown permission mode {requested!r}; use one of {', '.join(MODES)}")
+    return min(a, b, key=_STRICT_ORDER.index)
+
 
 READ_TOOLS = frozenset(
     {"read_file", "list_directory", "search_files", "git_status", "git_diff", "git_log",

@@ -34,6 +34,7 @@ from .gate import LoopGate, PermissionGate
 from .hooks import HookContext
 from .loop import AgentLoop, RunResult, RunSpec
 from .model_client import GatewayModelClient
+from .permissions import stricter_mode
 from .policy_setup import RunPolicy, build_run_policy
 from .seams import GateResult, deny_approver
 from .subagents import AgentDefinition, Spawner, builtin_definitions, load_definitions
@@ -476,7 +477,7 @@ class AgentService:
             workspace=parent.loop.spec.workspace,
             model=d.model or parent.loop.spec.model,
             max_steps=d.max_steps or preq.max_steps,
-            permission_mode=d.permission_mode or parent.loop.spec.permission_mode,
+            permission_mode=stricter_mode(parent.loop.spec.permission_mode, d.permission_mode),
             tool_mode=preq.tool_mode,
             parent_run_id=parent.run_id,
             interactive=preq.interactive,
