@@ -9,6 +9,7 @@ import pty
 import sys
 from pathlib import Path
 
+import httpx2
 import pytest
 import yaml
 
@@ -131,3 +132,68 @@ async def test_lar_skills(tmp_path: Path):
     assert code == 0 and "Steps." in out
     code, _, err = await run_lar("skills", "show", "deplyo", "-c", str(cfg), "-w", ws, cwd=tmp_path)
     assert code == 1 and "did you mean: deploy" in err
+
+
+async def test_lar_run_against_a_server_continues_forks_and_denies_when_headless(
+    tmp_path: Path, served, make_settings
+):
+    """`lar run --server URL`: --continue and --fork mean what they mean in-process, and a
+    client with no terminal gets asks denied at once (not after ask_timeout_s)."""
+    from local_ai_router.server import create_app
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+
+    def script(body: dict) -> Reply:
+        last = body["messages"][-1]
+        if last["role"] == "user":  # each task starts with an edit, which ask mode asks about
+            return Reply(tool_calls=[tool_call("write_file", {"path": "x.txt", "content": "1"})])
+        return Reply(tool_calls=[tool_call("task_complete", {"answer": last["content"][:200]})])
+
+    async with ScriptedBackend(default=script, models=["m"]) as backend:
+        settings = make_settings(
+            backends=[backend.as_backend("b")],
+            agent={
+                "workspace": str(ws),
+                "ask_timeout_s": 3600,  # a run that waited for an answer would hang the test
+                "permissions": {"mode": "ask"},
+            },
+        )
+        url = await served(create_app(settings))
+
+        async def lar_run(task: str, *flags: str) -> dict:
+            code, out, err = await run_lar(
+                "run", task, "--server", url, "--workspace", str(ws), "--output", "json", *flags,
+                cwd=tmp_path,
+            )  # fmt: skip
+            assert code == 0, err
+            return json.loads(out)
+
+        first = await lar_run("first task")
+        assert first["status"] == "completed"
+        assert "asked, but nobody can answer here" in first["final_answer"]
+        assert not (ws / "x.txt").exists()
+
+        second = await lar_run("second task", "--continue")
+        assert second["session_id"] == first["session_id"]
+        forked = await lar_run("third task", "--fork", first["session_id"])
+        assert forked["session_id"] != first["session_id"]
+        async with httpx2.AsyncClient(base_url=url) as http:
+            copy = (await http.get(f"/agent/sessions/{forked['session_id']}")).json()
+            listed = (await http.get("/agent/sessions", params={"workspace": str(ws)})).json()
+            elsewhere = (await http.get("/agent/sessions", params={"workspace": "/nope"})).json()
+            gone = await http.delete(f"/agent/sessions/{forked['session_id']}")
+            after = await http.get(f"/agent/sessions/{forked['session_id']}")
+            again = await http.delete(f"/agent/sessions/{forked['session_id']}")
+        assert elsewhere == {"sessions": []}
+        assert gone.json() == {"deleted": forked["session_id"]}
+        assert (after.status_code, again.status_code) == (404, 404)
+        texts = [m.get("content") for m in copy["messages"] if m["role"] == "user"]
+        assert texts[:3] == ["first task", "second task", "third task"]
+        assert listed["sessions"][0]["id"] == forked["session_id"]
+
+        code, _, err = await run_lar(
+            "run", "x", "--server", url, "--workspace", str(ws), "--fork", "ses_nope",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert code != 0 and "session 'ses_nope' not found" in err

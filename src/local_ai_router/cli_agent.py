@@ -110,7 +110,45 @@ async def _consume(
     return 0 if final.get("status") == "completed" else 1
 
 
-async def _run_remote(server: str, req: RunRequest, output: str, session: str | None) -> int:
+def _server_error(r: Any) -> str:
+    try:
+        return f"server answered {r.status_code}: {r.json()['error']['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"server answered {r.status_code}: {r.text[:300]}"
+
+
+async def _remote_session(
+    http: Any, base: str, workspace: Path, resume: str | None, cont: bool, fork: str | None
+) -> str | None:
+    """--resume / --continue / --fork against a server: the same meaning as in-process."""
+    if fork:
+        r = await http.post(f"{base}/agent/sessions/{fork}/fork")
+        if r.status_code == 404:
+            fail(f"session {fork!r} not found on {base} (see 'lar sessions list')")
+        if r.status_code >= 400:
+            fail(_server_error(r))
+        return str(r.json()["session_id"])
+    if cont:
+        r = await http.get(
+            f"{base}/agent/sessions", params={"workspace": str(workspace), "limit": 1}
+        )
+        if r.status_code >= 400:
+            fail(_server_error(r))
+        found = r.json()["sessions"]
+        if not found:
+            fail(f"no earlier session in {workspace} on {base} to continue")
+        return str(found[0]["id"])
+    return resume
+
+
+async def _run_remote(
+    server: str,
+    req: RunRequest,
+    output: str,
+    resume: str | None,
+    cont: bool = False,
+    fork: str | None = None,
+) -> int:
     import os
 
     import httpx2
@@ -118,49 +156,53 @@ async def _run_remote(server: str, req: RunRequest, output: str, session: str | 
     headers = {"accept": "text/event-stream"}
     if os.environ.get("LAR_API_KEY"):
         headers["authorization"] = f"Bearer {os.environ['LAR_API_KEY']}"
-    body = {
-        "task": req.task,
-        "workspace": str(req.workspace),
-        "stream": True,
-        "model": req.model,
-        "max_steps": req.max_steps,
-        "session_id": session,
-        "permission_mode": req.permission_mode,
-    }
-    body = {k: v for k, v in body.items() if v is not None}
     renderer = EventRenderer(output)
     base = server.rstrip("/")
+    can_answer = sys.stdin.isatty()
     timeout = httpx2.Timeout(30, read=None)
-    async with (
-        httpx2.AsyncClient(timeout=timeout, headers=headers) as http,
-        http.stream("POST", f"{base}/agent/run", json=body) as r,
-    ):
-        if r.status_code >= 400:
-            await r.aread()
-            try:
-                msg = r.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                msg = r.text[:300]
-            fail(f"server answered {r.status_code}: {msg}")
-        run_id = r.headers.get("x-run-id", "")
+    async with httpx2.AsyncClient(timeout=timeout, headers=headers) as http:
+        session = await _remote_session(http, base, req.workspace, resume, cont, fork)
+        body = {
+            "task": req.task,
+            "workspace": str(req.workspace),
+            "stream": True,
+            "model": req.model,
+            "max_steps": req.max_steps,
+            "session_id": session,
+            "permission_mode": req.permission_mode,
+            "tool_mode": req.tool_mode,
+            "interactive": can_answer,  # headless: the server denies asks at once
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        async with http.stream("POST", f"{base}/agent/run", json=body) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                fail(_server_error(r))
+            return await _consume_remote(http, base, r, renderer, can_answer)
 
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            async for line in r.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = json.loads(line[6:])
-                if data["type"] == "permission_request" and sys.stdin.isatty():
-                    answer = await asyncio.to_thread(
-                        renderer.ask, data["tool"], data["args"], data.get("reason", "")
-                    )
-                    decision = "allow" if answer in ("yes", "always") else "deny"
-                    await http.post(
-                        f"{base}/agent/runs/{data['run_id']}/approvals/{data['request_id']}",
-                        json={"decision": decision, "remember": answer == "always"},
-                    )
-                yield data
 
-        return await _consume(events(), renderer, None, run_id)
+async def _consume_remote(
+    http: Any, base: str, r: Any, renderer: EventRenderer, can_answer: bool
+) -> int:
+    run_id = r.headers.get("x-run-id", "")
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        async for line in r.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = json.loads(line[6:])
+            if data["type"] == "permission_request" and can_answer:
+                answer = await asyncio.to_thread(
+                    renderer.ask, data["tool"], data["args"], data.get("reason", "")
+                )
+                decision = "allow" if answer in ("yes", "always") else "deny"
+                await http.post(
+                    f"{base}/agent/runs/{data['run_id']}/approvals/{data['request_id']}",
+                    json={"decision": decision, "remember": answer == "always"},
+                )
+            yield data
+
+    return await _consume(events(), renderer, None, run_id)
 
 
 @app.command()
@@ -212,7 +254,7 @@ def run(
         stream=output != "json",
     )
     if server:
-        code = run_async(lambda: _run_remote(server, req, output, resume))
+        code = run_async(lambda: _run_remote(server, req, output, resume, cont, fork))
     else:
         code = run_async(lambda: _run_local(settings, req, output, resume, cont, fork))
     raise typer.Exit(code)

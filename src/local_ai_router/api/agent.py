@@ -33,6 +33,9 @@ class AgentRunBody(BaseModel):
     ) = None
     stream: bool = False
     tool_mode: Literal["auto", "native", "text", "constrained"] = "auto"
+    # Whether this caller answers permission requests; default: yes when it streams.
+    # A headless client says no, and an action that would ask is denied at once.
+    interactive: bool | None = None
 
 
 class ApprovalBody(BaseModel):
@@ -101,7 +104,7 @@ def build_agent_router(state: Any) -> APIRouter:
             session_id=body.session_id,
             permission_mode=body.permission_mode,
             tool_mode=body.tool_mode,
-            interactive=wants_sse,
+            interactive=wants_sse if body.interactive is None else body.interactive,
             stream=wants_sse,
         )
         try:
@@ -172,9 +175,21 @@ def build_agent_router(state: Any) -> APIRouter:
         return JSONResponse({"run_id": run_id, "request_id": request_id, "decision": body.decision})
 
     @r.get("/sessions")
-    async def sessions(request: Request, limit: int = 50) -> Response:
+    async def sessions(request: Request, limit: int = 50, workspace: str | None = None) -> Response:
+        """Most recently updated first; ``workspace`` (a real path) narrows to one."""
         await require_scope(request, state, "agent")
-        return JSONResponse({"sessions": await store.list_sessions(min(max(limit, 1), 500))})
+        found = await store.list_sessions(min(max(limit, 1), 500), workspace)
+        return JSONResponse({"sessions": found})
+
+    @r.post("/sessions/{session_id}/fork")
+    async def fork_session(request: Request, session_id: str) -> Response:
+        """A copy of the session's conversation to continue separately (``lar run --fork``)."""
+        await require_scope(request, state, "agent")
+        try:
+            new_id = await store.fork_session(session_id)
+        except KeyError:
+            raise ApiError(404, f"session {session_id!r} not found", code="not_found") from None
+        return JSONResponse({"session_id": new_id, "forked_from": session_id})
 
     @r.get("/sessions/{session_id}")
     async def get_session(request: Request, session_id: str) -> Response:
