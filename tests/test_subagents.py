@@ -247,3 +247,24 @@ async def test_a_child_never_runs_looser_than_its_parent(
     assert written == result["ok"] == (child_mode in ("auto", "bypassPermissions")), result
     if not written:
         assert f"{child_mode} mode" in result["error"], result
+
+
+async def test_a_slow_child_times_out_and_a_long_answer_comes_back_truncated(
+    make_settings, workspace
+):
+    def child(body: dict[str, Any]) -> Reply:
+        if user_text(body) == "slow job":
+            return done("too late", delay=5)
+        return done("START" + "x" * 20_000 + "END")
+
+    script = Script([{"prompt": "slow job"}, {"prompt": "long job"}], child)
+    async with ScriptedBackend(default=script, models=["big-m", "small-m"]) as backend:
+        events, _ = await run_parent(make_settings, backend, workspace, timeout_s=0.5)
+    answer = events[-1]["final_answer"]
+    assert "[1] agent=general status=timeout" in answer and "no answer within 0.5s" in answer
+    assert "too late" not in answer
+    assert "[2] agent=general status=completed" in answer
+    assert "START" in answer and "END" in answer and "characters cut ..." in answer
+    assert len(answer) < 6000  # the parent's context gets the head and tail, not 20,000 chars
+    finished = {e["status"] for e in events if e["type"] == "subagent_finished"}
+    assert finished == {"timeout", "completed"}
