@@ -241,6 +241,38 @@ async def test_claude_settings_are_opt_in(served, make_settings, workspace):
         assert r.status_code == 400 and "settings.json" in r.json()["error"]["message"]
 
 
+async def test_files_that_run_commands_next_time_are_always_asked_about(
+    served, make_settings, workspace
+):
+    """In auto mode a model may write files freely, except .mcp.json and Claude settings:
+    they would start commands in the next run. Headless, that ask is a deny."""
+    (workspace / "sub").mkdir()
+    attempts = [
+        call("write_file", path=".mcp.json", content='{"mcpServers": {}}'),
+        call("write_file", path="./sub/../.mcp.json", content="{}"),
+        call("write_file", path=str(workspace / ".claude" / "settings.json"), content="{}"),
+        call("write_file", path=".claude/settings.local.json", content="{}"),
+        call("write_file", path="notes.txt", content="fine"),
+        call("write_file", path="sub/.mcp.json", content="{}"),  # not the workspace's
+        FINISH,
+    ]
+    async with ScriptedBackend(attempts, models=["m"]) as backend:
+        http = await server(served, make_settings, backend, workspace)
+        events = await stream_run(http, {"task": "set things up", "interactive": False})
+        results = [e["ok"] for e in of(events, "tool_result")][:6]
+        assert results == [False, False, False, False, True, True], of(events, "tool_result")
+        denied = of(events, "tool_result")[0]["error"]
+        assert "Edit(/.mcp.json)" in denied and "nobody can answer" in denied
+        assert not (workspace / ".mcp.json").exists() and not (workspace / ".claude").exists()
+
+    async with ScriptedBackend([attempts[0], FINISH], models=["m"]) as backend:
+        http = await server(served, make_settings, backend, workspace)
+        events = await stream_run(
+            http, {"task": "x", "permission_mode": "bypassPermissions", "interactive": False}
+        )
+        assert of(events, "tool_result")[0]["ok"] and (workspace / ".mcp.json").exists()
+
+
 @pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap not installed (scripts/setup.sh)"
 )

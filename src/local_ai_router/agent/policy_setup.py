@@ -4,6 +4,11 @@ Sources, merged in this order: ``agent.permissions`` and ``agent.hooks`` from
 the config, then (only with ``agent.load_claude_settings: true``, since a
 repository's hooks are commands) the workspace's ``.claude/settings.json`` and
 ``settings.local.json``.
+
+Files that make the *next* run execute commands (``.mcp.json`` starts servers;
+``.claude/settings*.json`` holds hooks) are always behind an ask rule, so a
+model in ``auto`` mode cannot plant them: a headless run is refused, a person
+is asked, and only ``bypassPermissions`` skips it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from .hooks import HookRunner
 from .permissions import PermissionPolicy
 from .sandbox import bwrap_wrapper, check_bwrap
 
-__all__ = ["RunPolicy", "build_run_policy", "validate_agent_config"]
+__all__ = ["PROTECTED_FILE_RULES", "RunPolicy", "build_run_policy", "validate_agent_config"]
+
+PROTECTED_FILE_RULES = (
+    "Edit(/.mcp.json)",
+    "Edit(/.claude/settings.json)",
+    "Edit(/.claude/settings.local.json)",
+)
 
 
 @dataclass
@@ -46,6 +57,7 @@ def _sources(
         for event, groups in claude["hooks"].items():
             hooks.setdefault(event, []).extend(groups)
         mode = claude["permissions"].get("defaultMode")
+    rules["ask"] += [r for r in PROTECTED_FILE_RULES if r not in rules["ask"]]
     return rules, hooks, mode
 
 
