@@ -400,6 +400,24 @@ async def test_gateway_streams_from_the_embedded_model(gateway: Running) -> None
 
 @realmodel
 @needs_model
+async def test_anthropic_client_streams_from_the_embedded_model(gateway: Running) -> None:
+    """/v1/messages on a real server: the translated stream carries real tokens."""
+    import anthropic
+
+    c = anthropic.AsyncAnthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+    async with c.messages.stream(
+        model=DEFAULT_MODEL_NAME,
+        max_tokens=16,
+        messages=[{"role": "user", "content": "Count from one to five."}],
+    ) as stream:
+        pieces = [t async for t in stream.text_stream]
+        final = await stream.get_final_message()
+    assert sum(1 for p in pieces if p) > 1 and "".join(pieces).strip()
+    assert final.stop_reason in ("end_turn", "max_tokens") and final.model == DEFAULT_MODEL_NAME
+
+
+@realmodel
+@needs_model
 async def test_killed_server_gives_clean_503_then_is_restarted(gateway: Running) -> None:
     server, old_pid, old_url = gateway.server, gateway.server.pid, gateway.server.base_url
     assert old_pid is not None

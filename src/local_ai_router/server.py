@@ -18,6 +18,7 @@ from .backends.base import Backend
 from .config import Settings
 from .gateway.api import ApiError, ChatCompletions, build_gateway_router, error_response
 from .gateway.memory_api import build_memory_router
+from .gateway.messages_api import build_messages_router
 from .runtime import Runtime
 
 __all__ = ["create_app"]
@@ -70,6 +71,7 @@ def create_app(
     app.state.lar = runtime
     _install_error_handlers(app)
     app.include_router(build_gateway_router(runtime.gateway, runtime, chat=chat))
+    app.include_router(build_messages_router(runtime.gateway, runtime))
     app.include_router(build_memory_router(runtime))
     if with_agent:
         app.include_router(build_agent_router(runtime))
