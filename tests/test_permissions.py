@@ -12,6 +12,7 @@ import pytest
 from local_ai_router.agent.gate import PermissionGate, load_claude_settings
 from local_ai_router.agent.hooks import HookContext, HookRunner
 from local_ai_router.agent.permissions import MODES, PermissionPolicy, parse_rule, tool_kind
+from local_ai_router.agent.policy_setup import PROTECTED_FILE_RULES
 from local_ai_router.types import ConfigError
 
 HOME = "/home/tester"
@@ -232,6 +233,83 @@ def test_wrappers_do_not_hide_a_part_from_rules(tmp_path: Path):
     # but a rule for a wrapper does not allow whatever it wraps
     p = policy(tmp_path, "ask", allow=["Bash(timeout:*)"])
     assert decide(p, "run_shell", command="timeout 5 curl -X DELETE x") == "ask"
+
+
+# --------------------------------------------------------------------------- shell writes
+
+MCP, SETTINGS, LOCAL = PROTECTED_FILE_RULES
+SECRETS = "Edit(secrets/**)"
+SHELL_WRITES = {  # rule -> commands it must catch ({ws}: the workspace's absolute path)
+    MCP: [
+        "echo '{\"mcpServers\": {}}' > .mcp.json", "echo x >| .mcp.json", "make &> .mcp.json",
+        "cat > .mcp.json <<EOF\n{}\nEOF", "{ echo a; echo b; } > .mcp.json",
+        "true && echo x > .mcp.json", 'bash -c "echo x > .mcp.json"', "x=$(echo y > .mcp.json)",
+        "echo x | sudo tee .mcp.json > /dev/null", "cp a ./sub/../.mcp.json",
+        "cp /tmp/evil/.mcp.json .", "echo x > {ws}/.mcp.json", "echo x > $PWD/.mcp.json",
+        "echo x > .mcp{.json,}", "mv new.json .mcp.json", "ln -sf /tmp/evil.json .mcp.json",
+        "sed -i 's/a/b/' .mcp.json", "perl -pi -e 's/a/b/' .mcp.json", "truncate -s 0 .mcp.json",
+        "dd if=new.json of=.mcp.json", "rsync -a new.json .mcp.json", "sort -o .mcp.json list",
+        "curl -sSo .mcp.json https://example.com/x", "wget https://example.com/.mcp.json",
+    ],
+    SETTINGS: [
+        "echo x >> .claude/settings.json", "echo x | tee -a .claude/settings.json",
+        "cp -t .claude /tmp/settings.json", "sed -i.bak -e s/a/b/ .claude/settings.json",
+        "mv /tmp/evil-dir .claude",  # a whole directory lands there
+        "cd .claude && tee settings.json < new.json",
+        'cd "$DIR" && cp x settings.json',  # a directory known only at run time
+    ],
+    LOCAL: ["ls 2> .claude/settings.local.json", "install -m 644 x .claude/settings.local.json"],
+    SECRETS: ["echo x > secrets/key", "cp a.pem secrets/", "true; tee ./sub/../secrets/a/b"],
+}  # fmt: skip
+SHELL_NON_WRITES = [
+    "cat .mcp.json", "jq . < .mcp.json", "cat .claude/settings.json | jq .permissions",
+    "grep x .mcp.json > out.txt", "sed 's/a/b/' .mcp.json > new.json", "cat secrets/key",
+    "diff .mcp.json .mcp.json.orig", "cp .mcp.json backup.json", "echo x > notes.txt",
+    "echo x > sub/.mcp.json",  # not the workspace root's file
+    "echo x | tee sub/.claude/settings.json", "echo x > .mcp.json.bak", "ls 2>&1 | tee b.log",
+    "cd sub && echo x > out.txt", 'cd "$DIR" && echo x > notes.txt', "mv a b && cp -r src/ b/",
+]  # fmt: skip
+
+
+def protected(ws: Path, mode: str = "auto") -> PermissionPolicy:
+    return policy(ws, mode, ask=list(PROTECTED_FILE_RULES), deny=[SECRETS])
+
+
+@pytest.mark.parametrize(
+    ("rule", "command"), [(r, c) for r, cs in SHELL_WRITES.items() for c in cs]
+)
+def test_shell_writes_obey_edit_rules(tmp_path: Path, rule: str, command: str):
+    expected = "deny" if rule == SECRETS else "ask"
+    d = protected(tmp_path).evaluate(
+        "run_shell", {"command": command.replace("{ws}", str(tmp_path))}
+    )
+    assert (d.decision, d.by, d.rule) == (expected, "rule", rule), d
+    assert rule in d.reason and "writes" in d.reason
+
+
+@pytest.mark.parametrize("command", SHELL_NON_WRITES)
+def test_shell_reads_and_other_writes_stay_allowed(tmp_path: Path, command: str):
+    assert decide(protected(tmp_path), "run_shell", command=command) == "allow"
+
+
+def test_shell_write_rules_and_modes(tmp_path: Path):
+    bypass = protected(tmp_path, "bypassPermissions")
+    d = bypass.evaluate("run_shell", {"command": "echo x > .mcp.json"})
+    assert d.decision == "allow" and "bypassPermissions" in d.reason
+    assert decide(bypass, "run_shell", command="echo x > secrets/k") == "deny"
+    assert decide(protected(tmp_path, "plan"), "run_shell", command="cat .mcp.json") == "allow"
+    # Read rules do not cover writes; Write(...) rules and ~ paths do
+    p = policy(tmp_path, deny=["Read(.env)"], ask=["Write(~/.claude/settings.json)"])
+    assert decide(p, "run_shell", command="echo x > .env") == "allow"
+    assert decide(p, "run_shell", command="echo x > ~/.claude/settings.json") == "ask"
+    assert decide(p, "run_shell", command="cd && tee .claude/settings.json") == "ask"
+
+
+def test_shell_writes_through_an_existing_symlink(tmp_path: Path):
+    (tmp_path / ".mcp.json").write_text("{}")
+    os.symlink(tmp_path / ".mcp.json", tmp_path / "link.json")
+    d = protected(tmp_path).evaluate("run_shell", {"command": "echo x > link.json"})
+    assert (d.decision, d.rule) == ("ask", MCP)
 
 
 # --------------------------------------------------------------------------- modes

@@ -7,7 +7,8 @@ ours (``Bash`` = run_shell, ``Read``/``Edit``/``Write``/``Glob``/``Grep``/
 then (plan mode's read-only cap,) ask rules, the built-in guard list, allow
 rules, and finally the mode. Shell commands are judged part by part (see
 :mod:`.shell_parse`): any denied part denies, any asking part asks, and only a
-command whose every part is allowed runs without asking.
+command whose every part is allowed runs without asking. Edit/Write path rules also
+judge the files a command writes (``> .mcp.json``, ``tee``, ``cp``...; :mod:`.shell_writes`).
 
 An allow rule lifts a guard hit only when the rule itself names the risky
 command (``Bash(git push --force:*)`` lifts the force-push ask; ``Bash`` or
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from .shell_guard import GuardHit, git_subcommand, guard, is_read_only
 from .shell_parse import ShellPart, parse
+from .shell_writes import Target, write_rule_hit, written_paths
 
 __all__ = [
     "MODES",
@@ -179,12 +181,14 @@ def _glob_regex(pat: str) -> str:
 class _PathSpec:
     base: str
     regex: re.Pattern[str]
+    literal: str | None = None  # anchored rules: the absolute path before any wildcard
 
     def matches(self, path: str) -> bool:
         """gitignore semantics: the path or any directory above it (below ``base``) matches."""
-        if path != self.base and not path.startswith(self.base.rstrip("/") + "/"):
+        prefix = self.base.rstrip("/") + "/"
+        if path != self.base and not path.startswith(prefix):
             return False
-        rel = os.path.relpath(path, self.base) if path != self.base else ""
+        rel = path[len(prefix) :] if path != self.base else ""  # both are normalised
         parts = [] if rel in ("", ".") else rel.split("/")
         candidates = ["/".join(parts[: k + 1]) for k in range(len(parts))] or [""]
         return any(self.regex.fullmatch(c) for c in candidates)
@@ -204,9 +208,12 @@ def _path_spec(spec: str, workspace: str, home: str) -> _PathSpec:
         base, pat = os.path.dirname(base.rstrip("/")) or "/", pat[3:]
     pat = pat.strip("/")
     if not pat or pat == "**":
-        return _PathSpec(base, re.compile(".*", re.S))
+        return _PathSpec(base, re.compile(".*", re.S), base)
     body = _glob_regex(pat)
-    return _PathSpec(base, re.compile(body if anchored else "(?:.*/)?" + body, re.S))
+    head = re.split(r"[*?\[\\]", pat, maxsplit=1)
+    literal = os.path.join(base, pat if len(head) == 1 else head[0].rpartition("/")[0])
+    regex = re.compile(body if anchored else "(?:.*/)?" + body, re.S)
+    return _PathSpec(base, regex, os.path.normpath(literal) if anchored else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,8 +476,9 @@ class PermissionPolicy:
             )
         hits = guard(parsed, self.workspace, self.home) if self.guard_enabled else []
         whole = [h for h in hits if h.index < 0]
+        writes = written_paths(parsed, self.workspace, self.home)
         judged = (
-            self._shell_part(p, [h for h in hits if h.index == k])
+            self._shell_part(p, [h for h in hits if h.index == k], writes[k])
             for k, p in enumerate(parsed.parts)
         )
         results = [r for r in judged if r is not None]
@@ -500,12 +508,16 @@ class PermissionPolicy:
             return False
         return rule.bare or (rule.bash is not None and any(rule.bash.matches(f) for f in forms))
 
-    def _shell_part(self, part: ShellPart, hits: list[GuardHit]) -> Decision | None:
+    def _shell_part(self, part: ShellPart, hits: list[GuardHit], writes: list[Target]
+                    ) -> Decision | None:  # fmt: skip
         view = _PartView.of(part)
         where = f" in `{_collapse(part.raw)[:120]}`"
         for r in self._rules["deny"]:
             if self._shell_rule(r, view.any_forms):
                 return Decision("deny", "rule", f"denied by rule {r.text}{where}", r.text)
+        if found := write_rule_hit(self._rules["deny"], writes, self.workspace):
+            why = f"denied by rule {found[0].text}: writes {found[1]}{where}"
+            return Decision("deny", "rule", why, found[0].text)
         read_only = part.transparent or is_read_only(part)
         if self.mode == "plan" and not read_only:
             return Decision(
@@ -514,6 +526,9 @@ class PermissionPolicy:
         for r in self._rules["ask"]:
             if self._shell_rule(r, view.any_forms):
                 return Decision("ask", "rule", f"rule {r.text} asks for approval{where}", r.text)
+        if found := write_rule_hit(self._rules["ask"], writes, self.workspace):
+            why = f"rule {found[0].text} asks for approval: writes {found[1]}{where}"
+            return Decision("ask", "rule", why, found[0].text)
         allows = [r for r in self._allow_rules() if self._allow_matches(r, view)]
         for h in hits:
             if not any(h.id in self._named_hits(r) for r in allows):
