@@ -306,14 +306,16 @@ def start_passthrough(upstream: str, tmp: Path) -> c.Proc:
     return proc
 
 
-def start_litellm(python: Path, upstream: str, tmp: Path) -> c.Proc:
+def start_litellm(python: Path, upstream: str, tmp: Path, provider: str = "openai") -> c.Proc:
+    """``provider``: LiteLLM's prefix for the upstream (``hosted_vllm`` keeps its Anthropic
+    endpoint on chat completions; with ``openai`` it calls the Responses API)."""
     port = c.free_port()
     cfg = tmp / "litellm.yaml"
     cfg.write_text(
         "model_list:\n"
         f"  - model_name: {MODEL}\n"
         "    litellm_params:\n"
-        f"      model: openai/{MODEL}\n"
+        f"      model: {provider}/{MODEL}\n"
         f"      api_base: {upstream}\n"
         "      api_key: sk-bench\n"
         "litellm_settings:\n"
