@@ -94,11 +94,6 @@ def test_explicit_config_path_missing():
             "not a backend",
         ),
         ("agent: {permissions: {mode: yolo}}\n", "agent.permissions.mode", "Input should be"),
-        (
-            "backends: [{name: c, url: 'https://api.anthropic.com', kind: anthropic}]\n",
-            "backends[0].kind",
-            "kind 'anthropic' is not supported yet",
-        ),
     ],
 )
 def test_bad_config_names_file_key_and_problem(

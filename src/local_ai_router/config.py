@@ -88,16 +88,6 @@ class BackendConfig(_Section):
     n_threads: int | None = None
     chat_format: str | None = None
 
-    @field_validator("kind")
-    @classmethod
-    def _kind_built(cls, kind: str) -> str:
-        if kind == "anthropic":  # in the contract, not built: refuse rather than misroute
-            raise ValueError(
-                "kind 'anthropic' is not supported yet (no Anthropic Messages adapter); "
-                "put an OpenAI-compatible proxy in front of it and use kind: openai"
-            )
-        return kind
-
     @model_validator(mode="after")
     def _url_needed(self) -> BackendConfig:
         if self.kind != "embedded" and not self.url:

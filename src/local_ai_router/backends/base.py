@@ -36,6 +36,10 @@ class Backend(Protocol):
 
 def create_backend(config: BackendConfig, **kwargs: Any) -> Backend:
     """The adapter for a configured backend."""
+    if config.kind == "anthropic":
+        from .anthropic import AnthropicBackend
+
+        return AnthropicBackend(config, **kwargs)
     from .openai_compat import OpenAICompatBackend
 
     return OpenAICompatBackend(config, **kwargs)

@@ -75,7 +75,7 @@ NO_BACKEND_MESSAGE = (
     "  backends:\n"
     "    - name: local\n"
     "      url: http://127.0.0.1:8000/v1\n"
-    "      kind: vllm        # openai | vllm | llamacpp | ollama | embedded\n"
+    "      kind: vllm        # openai | vllm | llamacpp | ollama | anthropic | embedded\n"
 )
 
 OnChange = Callable[[bool, str], Awaitable[None]]
