@@ -21,14 +21,8 @@ from typing import Any
 import httpx2
 
 from ..config import BackendConfig
-from ..types import (
-    BackendHTTPError,
-    BackendProtocolError,
-    BackendUnavailable,
-    ChatResult,
-    ContextLengthError,
-)
-from .openai_compat import is_context_error, parse_chat_response
+from ..types import BackendProtocolError, BackendUnavailable, ChatResult
+from .openai_compat import http_client, http_error, parse_chat_response, unavailable
 from .profiles import Profile, profile_for
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicBackend", "anthropic_request", "openai_completion"]
@@ -380,28 +374,13 @@ class AnthropicBackend:
         key = config.api_key()
         if key:
             headers["x-api-key"] = key
-        self._client = httpx2.AsyncClient(
-            transport=transport,
-            headers=headers,
-            timeout=httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx2.Limits(max_connections=max(config.max_concurrent * 2, 8)),
-        )
+        self._client = http_client(config, headers, transport)
 
     def _raise_for(self, status: int, text: str) -> None:
-        try:
-            err = json.loads(text).get("error") or {}
-            detail = str(err.get("message") or text)[:500]
-        except (ValueError, AttributeError):
-            detail = text.strip()[:500] or "(empty body)"
-        message = f"backend {self.name} answered HTTP {status}: {detail}"
-        cls = ContextLengthError if is_context_error(status, text) else BackendHTTPError
-        raise cls(message, status=status, body=text, backend=self.name)
+        raise http_error(self.name, status, text)
 
     def _unavailable(self, exc: Exception) -> BackendUnavailable:
-        kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "is unreachable"
-        return BackendUnavailable(
-            f"backend {self.name} {kind}: {exc or type(exc).__name__}", backend=self.name
-        )
+        return unavailable(self.name, exc)
 
     async def _post(self, body: dict[str, Any], stream: bool) -> httpx2.Response:
         payload = anthropic_request({**body, "stream": stream})

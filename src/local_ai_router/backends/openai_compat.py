@@ -39,9 +39,12 @@ __all__ = [
     "OpenAICompatBackend",
     "RawJSON",
     "UpstreamStream",
+    "http_client",
+    "http_error",
     "is_context_error",
     "loads_object",
     "parse_chat_response",
+    "unavailable",
 ]
 
 _CONTEXT_MARKERS = (
@@ -59,6 +62,32 @@ _CONTEXT_MARKERS = (
 def is_context_error(status: int, text: str) -> bool:
     low = text.lower()
     return status in (400, 413, 422, 500) and any(m in low for m in _CONTEXT_MARKERS)
+
+
+def http_error(backend: str, status: int, text: str) -> BackendHTTPError:
+    """The error for a backend's HTTP error answer (a context overflow gets its own class)."""
+    message = f"backend {backend} answered HTTP {status}: {_error_message(text)}"
+    cls = ContextLengthError if is_context_error(status, text) else BackendHTTPError
+    return cls(message, status=status, body=text, backend=backend)
+
+
+def unavailable(backend: str, exc: Exception) -> BackendUnavailable:
+    kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "is unreachable"
+    detail = str(exc) or type(exc).__name__
+    return BackendUnavailable(f"backend {backend} {kind}: {detail}", backend=backend)
+
+
+def http_client(
+    config: BackendConfig, headers: dict[str, str], transport: httpx2.AsyncBaseTransport | None
+) -> httpx2.AsyncClient:
+    """A pooled client sized for the backend's ``max_concurrent``, with its timeouts."""
+    pool = max(config.max_concurrent * 2, 8)
+    return httpx2.AsyncClient(
+        transport=transport,
+        headers=headers,
+        timeout=httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+        limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
+    )
 
 
 def _error_message(text: str) -> str:
@@ -236,15 +265,7 @@ class OpenAICompatBackend:
         key = config.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        self._client = httpx2.AsyncClient(
-            transport=transport,
-            headers=headers,
-            timeout=httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx2.Limits(
-                max_connections=max(config.max_concurrent * 2, 8),
-                max_keepalive_connections=max(config.max_concurrent * 2, 8),
-            ),
-        )
+        self._client = http_client(config, headers, transport)
 
         self._headers = headers
         self._fast: FastPool | None = None
@@ -287,14 +308,10 @@ class OpenAICompatBackend:
         return self._encode(payload)
 
     def _raise_for(self, status: int, text: str) -> None:
-        message = f"backend {self.name} answered HTTP {status}: {_error_message(text)}"
-        cls = ContextLengthError if is_context_error(status, text) else BackendHTTPError
-        raise cls(message, status=status, body=text, backend=self.name)
+        raise http_error(self.name, status, text)
 
     def _unavailable(self, exc: Exception) -> BackendUnavailable:
-        kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "is unreachable"
-        detail = str(exc) or type(exc).__name__
-        return BackendUnavailable(f"backend {self.name} {kind}: {detail}", backend=self.name)
+        return unavailable(self.name, exc)
 
     async def _post(self, payload: bytes) -> Reply:
         """POST /chat/completions; the reply once its head has arrived."""
