@@ -13,14 +13,18 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from local_ai_router.backends.anthropic import (
     AnthropicStream,
     anthropic_request,
     openai_completion,
 )
+from local_ai_router.gateway.anthropic_wire import StreamTranslator, message_from_openai
 from local_ai_router.server import create_app
 from local_ai_router.testing import Reply, tool_call
+from local_ai_router.types import BackendUnavailable
 
 HI = [{"role": "user", "content": "hi"}]
 WEATHER = {
@@ -282,3 +286,29 @@ async def test_an_agent_run_on_a_messages_api_backend(backends, served, make_set
     assert result["ok"] and "the answer is 42" in result["output"]
     assert events[-1]["status"] == "completed" and events[-1]["final_answer"] == "42"
     assert local.requests[1]["messages"][-1]["role"] == "tool"  # the result went back as a tool
+
+
+_KEYS = ["type", "text", "content", "input", "name", "id", "delta", "choices", "index", "usage"]
+_KEYS += ["message", "content_block", "partial_json", "stop_reason", "tool_calls", "function"]
+_junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.dictionaries(st.sampled_from(_KEYS), _junk, max_size=6))
+def test_malformed_replies_and_events_never_crash_the_translators(data):
+    """What a server sends is untrusted: any JSON object translates, or is a clean error."""
+    json.dumps(openai_completion(data))
+    json.dumps(message_from_openai(data, "m"))
+    t = StreamTranslator("m")
+    assert t.start() and t.finish()
+    t.feed(json.dumps(data).encode())
+    try:
+        AnthropicStream(None, "b")._translate(data)  # type: ignore[arg-type]
+    except BackendUnavailable as exc:
+        assert "stream failed" in str(exc)  # only an upstream ``error`` event raises

@@ -322,7 +322,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     messages=st.lists(
         st.fixed_dictionaries(
@@ -331,7 +331,18 @@ json_values = st.recursive(
         max_size=3,
     ),
     extra=st.dictionaries(
-        st.sampled_from(["system", "tools", "tool_choice", "stop_sequences", "stream"]),
+        st.sampled_from(
+            [
+                "system",
+                "tools",
+                "tool_choice",
+                "stop_sequences",
+                "stream",
+                "output_config",
+                "temperature",
+                "top_p",
+            ]
+        ),
         json_values,
         max_size=3,
     ),

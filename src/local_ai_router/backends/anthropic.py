@@ -42,6 +42,19 @@ _FINISH = {
 # --------------------------------------------------------------------------- requests
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _index(event: dict[str, Any]) -> int:
+    index = event.get("index")
+    return index if isinstance(index, int) else 0
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -94,7 +107,7 @@ def _assistant_blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
     text = _text(msg.get("content"))
     if text:
         blocks.append({"type": "text", "text": text})
-    for call in msg.get("tool_calls") or ():
+    for call in _list(msg.get("tool_calls")):
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict) and fn.get("name"):
             blocks.append(
@@ -156,7 +169,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 def anthropic_request(body: dict[str, Any]) -> dict[str, Any]:
     """The Messages API body for an OpenAI chat body."""
-    system, turns = _turns(list(body.get("messages") or []))
+    system, turns = _turns(_list(body.get("messages")))
     out: dict[str, Any] = {
         "model": body.get("model"),
         "max_tokens": body.get("max_tokens")
@@ -173,7 +186,9 @@ def anthropic_request(body: dict[str, Any]) -> dict[str, Any]:
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     tools = [
-        t["function"] for t in body.get("tools") or () if isinstance(t, dict) and t.get("function")
+        t["function"]
+        for t in _list(body.get("tools"))
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
     ]
     if tools:
         out["tools"] = [
@@ -189,7 +204,7 @@ def anthropic_request(body: dict[str, Any]) -> dict[str, Any]:
             out["tool_choice"] = choice
     rf = body.get("response_format")
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
-        schema = (rf.get("json_schema") or {}).get("schema")
+        schema = _dict(rf.get("json_schema")).get("schema")
         if isinstance(schema, dict):
             out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if body.get("stream"):
@@ -214,7 +229,7 @@ def _usage(u: Any) -> dict[str, int]:
 def openai_completion(msg: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat completion for an Anthropic ``message``."""
     texts, thoughts, calls = [], [], []
-    for block in msg.get("content") or ():
+    for block in _list(msg.get("content")):
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text":
@@ -300,15 +315,15 @@ class AnthropicStream:
             msg = event.get("message") if isinstance(event.get("message"), dict) else {}
             self._id = str(msg.get("id") or self._id)
             self._model = str(msg.get("model") or "")
-            self._usage = dict(msg.get("usage") or {})
+            self._usage = dict(_dict(msg.get("usage")))
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             return self._block_start(event)
         if kind == "content_block_delta":
             return self._block_delta(event)
         if kind == "message_delta":
-            self._finish = (event.get("delta") or {}).get("stop_reason") or self._finish
-            self._usage.update(event.get("usage") or {})
+            self._finish = _dict(event.get("delta")).get("stop_reason") or self._finish
+            self._usage.update(_dict(event.get("usage")))
             return []
         if kind == "message_stop":
             finish = _FINISH.get(str(self._finish), "stop")
@@ -327,7 +342,7 @@ class AnthropicStream:
         block = event.get("content_block") if isinstance(event.get("content_block"), dict) else {}
         if block.get("type") == "tool_use":
             index = len(self._tools)
-            self._tools[int(event.get("index") or 0)] = index
+            self._tools[_index(event)] = index
             call = {"index": index, "id": str(block.get("id") or ""), "type": "function"}
             call["function"] = {"name": str(block.get("name") or ""), "arguments": ""}
             return [self._chunk({"tool_calls": [call]})]
@@ -341,7 +356,7 @@ class AnthropicStream:
         if kind == "text_delta":
             return [self._chunk({"content": str(delta.get("text") or "")})]
         if kind == "input_json_delta":
-            index = self._tools.get(int(event.get("index") or 0), 0)
+            index = self._tools.get(_index(event), 0)
             fn = {"arguments": str(delta.get("partial_json") or "")}
             return [self._chunk({"tool_calls": [{"index": index, "function": fn}]})]
         if kind == "thinking_delta":

@@ -233,8 +233,14 @@ def openai_request(body: Any) -> dict[str, Any]:
     for key in ("temperature", "top_p"):
         if isinstance(body.get(key), int | float) and not isinstance(body.get(key), bool):
             out[key] = body[key]
-    if body.get("stop_sequences"):
-        out["stop"] = [str(s) for s in body["stop_sequences"]][:4]
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        _need(
+            isinstance(stops, list) and all(isinstance(x, str) for x in stops),
+            "stop_sequences: must be a list of strings",
+        )
+        if stops:
+            out["stop"] = stops[:4]  # OpenAI servers take at most four
     schema = _output_schema(body.get("output_config"))
     if schema is not None:
         out["response_format"] = {
@@ -255,6 +261,11 @@ def openai_request(body: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- replies
+
+
+def _list(value: Any) -> list[Any]:
+    """A backend's list field, or nothing: malformed replies are skipped, never a crash."""
+    return value if isinstance(value, list) else []
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
@@ -288,7 +299,7 @@ def message_from_openai(data: dict[str, Any], model: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if isinstance(msg.get("content"), str) and msg["content"]:
         content.append({"type": "text", "text": msg["content"]})
-    for call in msg.get("tool_calls") or ():
+    for call in _list(msg.get("tool_calls")):
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict) and fn.get("name"):
             content.append(
@@ -354,14 +365,14 @@ class StreamTranslator:
         if isinstance(chunk.get("usage"), dict):
             self._usage = _usage(chunk["usage"])
         out = []
-        for choice in chunk.get("choices") or ():
+        for choice in _list(chunk.get("choices")):
             if not isinstance(choice, dict):
                 continue
             self._finish = choice.get("finish_reason") or self._finish
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             if isinstance(delta.get("content"), str) and delta["content"]:
                 out.append(self._text(delta["content"]))
-            for call in delta.get("tool_calls") or ():
+            for call in _list(delta.get("tool_calls")):
                 if isinstance(call, dict):
                     out.append(self._tool(call))
         return b"".join(out)
