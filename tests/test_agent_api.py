@@ -115,6 +115,41 @@ async def test_workspace_outside_roots_is_403(served, make_settings, workspace, 
         assert backend.requests == []
 
 
+async def test_a_keyless_caller_cannot_widen_the_permission_mode(served, make_settings, workspace):
+    """The loopback API needs no key, so a model's own shell can reach it: without a key a
+    run gets the configured mode or a stricter one, never bypassPermissions."""
+    done = hermes("task_complete", {"answer": "ok"})
+    async with ScriptedBackend(default=done, models=["m"]) as backend:
+        http = await agent_server(
+            served, make_settings, backend, workspace, permissions={"mode": "ask"}
+        )
+        for looser in ("bypassPermissions", "auto", "acceptEdits"):
+            r = await http.post("/agent/run", json={"task": "x", "permission_mode": looser})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "mode_forbidden"
+            assert "looser than the configured mode 'ask'" in r.json()["error"]["message"]
+        assert backend.requests == []
+        for ok in ("ask", "default", "plan", None):
+            r = await http.post("/agent/run", json={"task": "x", "permission_mode": ok})
+            assert r.status_code == 200 and r.json()["status"] == "completed"
+
+    async with ScriptedBackend(default=done, models=["m"]) as backend:
+        settings = make_settings(
+            backends=[{"name": "gpu", "url": backend.url, "kind": "vllm", "models": ["m"]}],
+            agent={"workspace": str(workspace), "permissions": {"mode": "ask"}},
+            server={"require_api_key": True},
+        )
+        app = create_app(settings)
+        url = await served(app)
+        _, key = await app.state.lar.keys.create("owner", ["agent"])
+        async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
+            r = await http.post(
+                "/agent/run",
+                json={"task": "x", "permission_mode": "bypassPermissions"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        assert r.status_code == 200  # a key holder chooses the mode
+
+
 async def test_unknown_tool_and_bad_args_are_recovered(served, make_settings, workspace):
     script = [
         hermes("delete_everything", {}),

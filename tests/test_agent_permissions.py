@@ -266,10 +266,10 @@ async def test_files_that_run_commands_next_time_are_always_asked_about(
         assert not (workspace / ".mcp.json").exists() and not (workspace / ".claude").exists()
 
     async with ScriptedBackend([attempts[0], FINISH], models=["m"]) as backend:
-        http = await server(served, make_settings, backend, workspace)
-        events = await stream_run(
-            http, {"task": "x", "permission_mode": "bypassPermissions", "interactive": False}
+        http = await server(
+            served, make_settings, backend, workspace, permissions={"mode": "bypassPermissions"}
         )
+        events = await stream_run(http, {"task": "x", "interactive": False})
         assert of(events, "tool_result")[0]["ok"] and (workspace / ".mcp.json").exists()
 
 

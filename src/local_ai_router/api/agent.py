@@ -12,13 +12,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..agent.permissions import stricter_mode
 from ..agent.runner import ActiveRun, AgentService, RunRequest
 from ..gateway.api import ApiError, read_json
 from ..gateway.auth import require_scope
 from ..store.agent_store import AgentStore
 from ..types import ConfigError, Event
 
-__all__ = ["allowed_workspace", "build_agent_router", "sse_event"]
+__all__ = ["allowed_workspace", "build_agent_router", "check_mode_without_key", "sse_event"]
 
 
 class AgentRunBody(BaseModel):
@@ -84,6 +85,25 @@ def allowed_workspace(requested: str | None, settings: Any) -> Path:
     )
 
 
+def check_mode_without_key(requested: str | None, settings: Any) -> None:
+    """A caller without a key gets the configured permission mode or a stricter one.
+
+    On loopback the API needs no key, and so any local process can call it, including a
+    model's own ``run_shell`` (``curl -X POST .../agent/run``): without this, a model in
+    ``ask`` mode could start itself a ``bypassPermissions`` run.
+    """
+    configured = settings.agent.permissions.mode
+    if requested and stricter_mode(configured, requested) != stricter_mode(requested, requested):
+        raise ApiError(
+            403,
+            f"permission_mode {requested!r} is looser than the configured mode {configured!r}; "
+            "a caller without an API key cannot widen it (send a key with the 'agent' scope, "
+            "or change agent.permissions.mode)",
+            type_="permission_error",
+            code="mode_forbidden",
+        )
+
+
 def build_agent_router(state: Any) -> APIRouter:
     """``state`` is the process's Runtime (settings, agent service, agent store)."""
     service: AgentService = state.agent
@@ -92,9 +112,11 @@ def build_agent_router(state: Any) -> APIRouter:
 
     @r.post("/run")
     async def run(request: Request) -> Response:
-        await require_scope(request, state, "agent")
+        key = await require_scope(request, state, "agent")
         body: AgentRunBody = validated(AgentRunBody, await read_json(request, 1_000_000))
         workspace = allowed_workspace(body.workspace, state.settings)
+        if key is None:
+            check_mode_without_key(body.permission_mode, state.settings)
         wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")
         req = RunRequest(
             task=body.task,
