@@ -16,7 +16,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .api.agent import build_agent_router
 from .backends.base import Backend
 from .config import Settings
-from .gateway.api import ApiError, ChatCompletions, build_gateway_router, error_response
+from .gateway.api import ApiError, build_gateway_router, error_response
+from .gateway.chat_api import ChatCompletions
 from .gateway.memory_api import build_memory_router
 from .gateway.messages_api import build_messages_router
 from .runtime import Runtime

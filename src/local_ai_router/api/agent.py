@@ -19,7 +19,13 @@ from ..gateway.auth import require_scope
 from ..store.agent_store import AgentStore
 from ..types import ConfigError, Event
 
-__all__ = ["allowed_workspace", "build_agent_router", "check_mode_without_key", "sse_event"]
+__all__ = [
+    "AgentEndpoints",
+    "allowed_workspace",
+    "build_agent_router",
+    "check_mode_without_key",
+    "sse_event",
+]
 
 
 class AgentRunBody(BaseModel):
@@ -104,14 +110,16 @@ def check_mode_without_key(requested: str | None, settings: Any) -> None:
         )
 
 
-def build_agent_router(state: Any) -> APIRouter:
-    """``state`` is the process's Runtime (settings, agent service, agent store)."""
-    service: AgentService = state.agent
-    store: AgentStore = state.agent_store
-    r = APIRouter(prefix="/agent")
+class AgentEndpoints:
+    """The /agent/* handlers; ``state`` is the process's Runtime (settings, service, store)."""
 
-    @r.post("/run")
-    async def run(request: Request) -> Response:
+    def __init__(self, state: Any):
+        self.state = state
+        self.service: AgentService = state.agent
+        self.store: AgentStore = state.agent_store
+
+    async def run(self, request: Request) -> Response:
+        state, service = self.state, self.service
         key = await require_scope(request, state, "agent")
         body: AgentRunBody = validated(AgentRunBody, await read_json(request, 1_000_000))
         workspace = allowed_workspace(body.workspace, state.settings)
@@ -145,50 +153,43 @@ def build_agent_router(state: Any) -> APIRouter:
         await active.done.wait()
         return JSONResponse(active.loop.result.to_dict(active.loop.spec))
 
-    async def _sse(active: ActiveRun) -> AsyncIterator[bytes]:
-        async for ev in active.stream():
-            yield sse_event(ev)
-
-    @r.get("/tools")
-    async def tools(request: Request) -> Response:
-        await require_scope(request, state, "agent")
-        reg = service.tools_for(RunRequest(task="", workspace=Path(".")))
+    async def tools(self, request: Request) -> Response:
+        await require_scope(request, self.state, "agent")
+        reg = self.service.tools_for(RunRequest(task="", workspace=Path(".")))
         return JSONResponse({"tools": reg.describe()})
 
-    @r.get("/runs")
-    async def runs(request: Request, limit: int = 50, session_id: str | None = None) -> Response:
-        await require_scope(request, state, "agent")
-        return JSONResponse({"runs": await store.list_runs(min(max(limit, 1), 500), session_id)})
+    async def runs(
+        self, request: Request, limit: int = 50, session_id: str | None = None
+    ) -> Response:
+        await require_scope(request, self.state, "agent")
+        found = await self.store.list_runs(min(max(limit, 1), 500), session_id)
+        return JSONResponse({"runs": found})
 
-    @r.get("/runs/{run_id}")
-    async def get_run(request: Request, run_id: str) -> Response:
-        await require_scope(request, state, "agent")
-        found = await store.get_run(run_id)
+    async def get_run(self, request: Request, run_id: str) -> Response:
+        await require_scope(request, self.state, "agent")
+        found = await self.store.get_run(run_id)
         if found is None:
             raise ApiError(404, f"run {run_id!r} not found", code="not_found")
-        found["active"] = run_id in service.active
+        found["active"] = run_id in self.service.active
         return JSONResponse(found)
 
-    @r.get("/runs/{run_id}/events")
-    async def run_events(request: Request, run_id: str) -> Response:
-        await require_scope(request, state, "agent")
-        active = service.active.get(run_id)
+    async def run_events(self, request: Request, run_id: str) -> Response:
+        await require_scope(request, self.state, "agent")
+        active = self.service.active.get(run_id)
         if active is None:
             raise ApiError(404, f"run {run_id!r} is not active", code="not_found")
         return StreamingResponse(_sse(active), media_type="text/event-stream")
 
-    @r.post("/runs/{run_id}/cancel")
-    async def cancel(request: Request, run_id: str) -> Response:
-        await require_scope(request, state, "agent")
-        if not service.cancel(run_id):
+    async def cancel(self, request: Request, run_id: str) -> Response:
+        await require_scope(request, self.state, "agent")
+        if not self.service.cancel(run_id):
             raise ApiError(404, f"run {run_id!r} is not active", code="not_found")
         return JSONResponse({"run_id": run_id, "cancelling": True})
 
-    @r.post("/runs/{run_id}/approvals/{request_id}")
-    async def approve(request: Request, run_id: str, request_id: str) -> Response:
-        await require_scope(request, state, "agent")
+    async def approve(self, request: Request, run_id: str, request_id: str) -> Response:
+        await require_scope(request, self.state, "agent")
         body: ApprovalBody = validated(ApprovalBody, await read_json(request, 10_000))
-        if not service.answer(run_id, request_id, body.decision, body.remember):
+        if not self.service.answer(run_id, request_id, body.decision, body.remember):
             raise ApiError(
                 404,
                 f"no pending permission request {request_id!r} in run {run_id!r}",
@@ -196,26 +197,26 @@ def build_agent_router(state: Any) -> APIRouter:
             )
         return JSONResponse({"run_id": run_id, "request_id": request_id, "decision": body.decision})
 
-    @r.get("/sessions")
-    async def sessions(request: Request, limit: int = 50, workspace: str | None = None) -> Response:
+    async def sessions(
+        self, request: Request, limit: int = 50, workspace: str | None = None
+    ) -> Response:
         """Most recently updated first; ``workspace`` (a real path) narrows to one."""
-        await require_scope(request, state, "agent")
-        found = await store.list_sessions(min(max(limit, 1), 500), workspace)
+        await require_scope(request, self.state, "agent")
+        found = await self.store.list_sessions(min(max(limit, 1), 500), workspace)
         return JSONResponse({"sessions": found})
 
-    @r.post("/sessions/{session_id}/fork")
-    async def fork_session(request: Request, session_id: str) -> Response:
+    async def fork_session(self, request: Request, session_id: str) -> Response:
         """A copy of the session's conversation to continue separately (``lar run --fork``)."""
-        await require_scope(request, state, "agent")
+        await require_scope(request, self.state, "agent")
         try:
-            new_id = await store.fork_session(session_id)
+            new_id = await self.store.fork_session(session_id)
         except KeyError:
             raise ApiError(404, f"session {session_id!r} not found", code="not_found") from None
         return JSONResponse({"session_id": new_id, "forked_from": session_id})
 
-    @r.get("/sessions/{session_id}")
-    async def get_session(request: Request, session_id: str) -> Response:
-        await require_scope(request, state, "agent")
+    async def get_session(self, request: Request, session_id: str) -> Response:
+        await require_scope(request, self.state, "agent")
+        store = self.store
         found = await store.get_session(session_id)
         if found is None:
             raise ApiError(404, f"session {session_id!r} not found", code="not_found")
@@ -231,23 +232,44 @@ def build_agent_router(state: Any) -> APIRouter:
             }
         )
 
-    @r.post("/sessions/{session_id}/compact")
     async def compact_session(
-        request: Request, session_id: str, model: str | None = None
+        self, request: Request, session_id: str, model: str | None = None
     ) -> Response:
-        await require_scope(request, state, "agent")
+        await require_scope(request, self.state, "agent")
         try:
-            return JSONResponse(await service.compact_session(session_id, model))
+            return JSONResponse(await self.service.compact_session(session_id, model))
         except KeyError as exc:
             raise ApiError(404, str(exc).strip("'\""), code="not_found") from None
         except RuntimeError as exc:
             raise ApiError(409, str(exc), code="session_busy") from None
 
-    @r.delete("/sessions/{session_id}")
-    async def delete_session(request: Request, session_id: str) -> Response:
-        await require_scope(request, state, "agent")
-        if not await store.delete_session(session_id):
+    async def delete_session(self, request: Request, session_id: str) -> Response:
+        await require_scope(request, self.state, "agent")
+        if not await self.store.delete_session(session_id):
             raise ApiError(404, f"session {session_id!r} not found", code="not_found")
         return JSONResponse({"deleted": session_id})
 
+
+async def _sse(active: ActiveRun) -> AsyncIterator[bytes]:
+    async for ev in active.stream():
+        yield sse_event(ev)
+
+
+def build_agent_router(state: Any) -> APIRouter:
+    """``state`` is the process's Runtime (settings, agent service, agent store)."""
+    h = AgentEndpoints(state)
+    r = APIRouter(prefix="/agent")
+    # Order as registered before: FastAPI matches routes in this order.
+    r.add_api_route("/run", h.run, methods=["POST"])
+    r.add_api_route("/tools", h.tools, methods=["GET"])
+    r.add_api_route("/runs", h.runs, methods=["GET"])
+    r.add_api_route("/runs/{run_id}", h.get_run, methods=["GET"])
+    r.add_api_route("/runs/{run_id}/events", h.run_events, methods=["GET"])
+    r.add_api_route("/runs/{run_id}/cancel", h.cancel, methods=["POST"])
+    r.add_api_route("/runs/{run_id}/approvals/{request_id}", h.approve, methods=["POST"])
+    r.add_api_route("/sessions", h.sessions, methods=["GET"])
+    r.add_api_route("/sessions/{session_id}/fork", h.fork_session, methods=["POST"])
+    r.add_api_route("/sessions/{session_id}", h.get_session, methods=["GET"])
+    r.add_api_route("/sessions/{session_id}/compact", h.compact_session, methods=["POST"])
+    r.add_api_route("/sessions/{session_id}", h.delete_session, methods=["DELETE"])
     return r

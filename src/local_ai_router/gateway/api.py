@@ -2,39 +2,38 @@
 
 Errors always come back in OpenAI's shape ``{"error": {message, type, code}}``
 with the right status; a malformed request never reaches a backend and never
-produces a traceback.
+produces a traceback. ``POST /v1/chat/completions`` lives in :mod:`.chat_api`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import logging
-import re
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
-from starlette.types import Receive, Scope, Send
 
 from ..backends.openai_compat import RawJSON, loads_object
 from ..types import BackendError, BackendHTTPError, RoutingError
 from .auth import require_scope
-from .service import Attempt, Gateway, StreamSession, sse
+from .service import Gateway
+
+if TYPE_CHECKING:
+    from .chat_api import ChatCompletions
 
 __all__ = [
     "ApiError",
     "ChatCompletions",
+    "GatewayEndpoints",
+    "backend_error",
     "build_gateway_router",
     "error_response",
+    "parse_json",
+    "read_body",
     "read_json",
+    "routing_error",
 ]
-
-log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -90,20 +89,6 @@ def backend_error(exc: BackendError) -> ApiError:
     return ApiError(502, str(exc), type_="server_error", code="upstream_error")
 
 
-class ChatRequest(BaseModel):
-    """Only what the gateway must read; everything else passes through untouched."""
-
-    model_config = ConfigDict(extra="allow")
-    # Strict: the body is forwarded as sent, so "yes" or "5" must not be coerced here
-    # and then reach the backend (or the router) as a string.
-    model: StrictStr = "auto"
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: StrictBool | None = False
-    max_tokens: StrictInt | None = Field(None, gt=0)
-    max_completion_tokens: StrictInt | None = Field(None, gt=0)
-    tools: list[dict[str, Any]] | None = None
-
-
 async def read_body(chunks: AsyncIterator[bytes], length: str | None, max_bytes: int) -> bytes:
     """The request body, refused (413) past ``max_bytes`` whether declared or sent."""
     if length and length.isdigit() and int(length) > max_bytes:
@@ -139,164 +124,23 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     return dict(data) if type(data) is RawJSON else data
 
 
-def _plainly_valid(data: dict[str, Any]) -> bool:
-    """What :class:`ChatRequest` and the role check accept, in the common case, without
-    pydantic (which also copies every message). False sends the body to the full check."""
-    if type(data.get("model", "")) is not str:
-        return False
-    messages = data.get("messages")
-    if type(messages) is not list or not messages:
-        return False
-    for msg in messages:
-        if type(msg) is not dict or type(msg.get("role")) is not str:
-            return False
-    stream = data.get("stream")
-    if stream is not None and type(stream) is not bool:
-        return False
-    for key in ("max_tokens", "max_completion_tokens"):
-        value = data.get(key)
-        if value is not None and (type(value) is not int or value <= 0):
-            return False
-    tools = data.get("tools")
-    return tools is None or (type(tools) is list and all(type(t) is dict for t in tools))
+class GatewayEndpoints:
+    """The gateway's FastAPI handlers (all but the chat endpoint, a plain ASGI app)."""
 
+    def __init__(self, gateway: Gateway, app_state: Any):
+        self.gateway = gateway
+        self.app_state = app_state
+        self.settings = gateway.settings
 
-def parse_chat_body(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_request")
-    if _plainly_valid(data):
-        return data
-    try:
-        req = ChatRequest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        raise ApiError(
-            400,
-            f"invalid request: {loc}: {err['msg']}",
-            code="invalid_request",
-            type_="invalid_request_error",
-        ) from None
-    for i, msg in enumerate(req.messages):
-        if not isinstance(msg.get("role"), str):
-            raise ApiError(
-                400, f"invalid request: messages[{i}].role is required", code="invalid_request"
-            )
-    return data
-
-
-def _routing_headers(h: Mapping[str, str]) -> dict[str, str]:
-    return {k: h[k] for k in ("x-backend", "x-force-big") if k in h}
-
-
-def _scope_headers(scope: Scope) -> dict[str, str]:
-    """The request headers a gateway call reads, by lower-case name (the first of repeats,
-    as Starlette's ``Headers`` gives); one pass, no per-lookup scan."""
-    out: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        name = name.lower()  # ASGI servers send them lower-case already; others may not
-        if name[:2] == b"x-" or name == b"content-length":
-            out.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    return out
-
-
-_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
-
-
-def _route_headers(attempt: Attempt) -> dict[str, str]:
-    if attempt.state is None:
-        return {}
-    # The model name can come from the caller (a backend with no model list takes any
-    # name); a newline or non-Latin-1 character must not break the response headers.
-    model = _NOT_HEADER_SAFE.sub("?", attempt.model or "")
-    return {"X-Backend": attempt.state.name, "X-Model": model}
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    for msg in reversed(body.get("messages") or []):
-        if msg.get("role") == "user":
-            c = msg.get("content")
-            if isinstance(c, str):
-                return c
-            if isinstance(c, list):
-                return " ".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
-    return ""
-
-
-_ID_CHARS = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
-
-
-class MemoryContext:
-    """X-Enable-Memory handling for one request."""
-
-    def __init__(self, gateway: Gateway, headers: Mapping[str, str], memory: Any):
-        self.enabled = headers.get("x-enable-memory", "").lower() in ("1", "true", "yes")
-        self.user_id = headers.get("x-user-id")
-        self.conversation_id = headers.get("x-conversation-id") or None
-        self.memory = memory
-        if not self.enabled:
-            return
-        if not self.user_id:
-            raise ApiError(400, "X-Enable-Memory needs an X-User-ID header", code="missing_user_id")
-        if len(self.user_id) > 200:
-            raise ApiError(400, "X-User-ID is longer than 200 characters", code="invalid_user_id")
-        if self.conversation_id and not _ID_CHARS.match(self.conversation_id):
-            raise ApiError(
-                400,
-                "X-Conversation-ID must be 1-64 characters of letters, digits and _.:@-",
-                code="invalid_conversation_id",
-            )
-
-    async def open(self, body: dict[str, Any]) -> None:
-        if self.enabled:
-            assert self.user_id is not None
-            try:
-                self.conversation_id = await self.memory.ensure_conversation(
-                    self.user_id, self.conversation_id, _last_user_text(body)[:80] or "conversation"
-                )
-            except PermissionError as exc:
-                raise ApiError(403, str(exc), type_="permission_error", code="forbidden") from None
-
-    async def store(self, body: dict[str, Any], reply: str, model: str) -> None:
-        """Store the turn; a failure is logged, never turned into a failed reply."""
-        if not (self.enabled and self.conversation_id):
-            return
-        try:
-            await self.memory.add_turn(self.conversation_id, _last_user_text(body), reply, model)
-        except Exception:
-            log.exception("memory: storing a turn of %s failed", self.conversation_id)
-
-    def headers(self) -> dict[str, str]:
-        return (
-            {"X-Conversation-ID": self.conversation_id}
-            if self.enabled and self.conversation_id
-            else {}
-        )
-
-
-def build_gateway_router(
-    gateway: Gateway, app_state: Any, *, chat: ChatCompletions | None = None
-) -> APIRouter:
-    """The gateway's routes; ``chat`` is the chat endpoint when the app also holds it."""
-    r = APIRouter()
-    settings = gateway.settings
-
-    # A plain ASGI route: FastAPI's request handling (dependencies, Response classes)
-    # cost ~55 us per call on the hottest path. create_app also dispatches it ahead of
-    # the middleware; this route serves apps built otherwise and gives other methods a 405.
-    chat = chat or ChatCompletions(gateway, app_state)
-    r.add_route("/v1/chat/completions", chat, methods=["POST"])
-
-    @r.get("/v1/models")
-    async def list_models(request: Request) -> Response:
-        await require_scope(request, app_state, "chat")
+    async def list_models(self, request: Request) -> Response:
+        await require_scope(request, self.app_state, "chat")
         now = int(time.time())
         data = [
             {"id": m, "object": "model", "created": now, "owned_by": b}
-            for m, b in gateway.router.all_models()
+            for m, b in self.gateway.router.all_models()
         ]
         seen = {d["id"] for d in data}
-        for alias, target in settings.aliases.items():
+        for alias, target in self.settings.aliases.items():
             if alias not in seen:
                 data.append(
                     {
@@ -309,8 +153,8 @@ def build_gateway_router(
                 )
         return JSONResponse({"object": "list", "data": data})
 
-    @r.get("/health")
-    async def health() -> Response:
+    async def health(self) -> Response:
+        gateway = self.gateway
         states = [s.snapshot() for s in gateway.router.states.values()]
         ok = any(s["healthy"] and not s["drained"] for s in states)
         return JSONResponse(
@@ -329,15 +173,15 @@ def build_gateway_router(
             }
         )
 
-    @r.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        await require_scope(request, app_state, "admin")
+    async def metrics(self, request: Request) -> Response:
+        await require_scope(request, self.app_state, "admin")
+        gateway = self.gateway
         gateway.metrics.queue_depth.set(gateway.router.queue_depth)
         return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @r.get("/admin/backends")
-    async def admin_backends(request: Request) -> Response:
-        await require_scope(request, app_state, "admin")
+    async def admin_backends(self, request: Request) -> Response:
+        await require_scope(request, self.app_state, "admin")
+        gateway = self.gateway
         return JSONResponse(
             {
                 "backends": [s.snapshot() for s in gateway.router.states.values()],
@@ -346,263 +190,49 @@ def build_gateway_router(
             }
         )
 
-    async def _set_drain(request: Request, name: str, drained: bool) -> Response:
-        await require_scope(request, app_state, "admin")
+    async def _set_drain(self, request: Request, name: str, drained: bool) -> Response:
+        await require_scope(request, self.app_state, "admin")
         try:
-            st = gateway.router.state(name)
+            st = self.gateway.router.state(name)
         except RoutingError as exc:
             raise ApiError(404, str(exc), code="backend_not_found") from None
         st.drained = drained
         return JSONResponse(st.snapshot())
 
-    @r.post("/admin/backends/{name}/drain")
-    async def drain(request: Request, name: str) -> Response:
-        return await _set_drain(request, name, True)
+    async def drain(self, request: Request, name: str) -> Response:
+        return await self._set_drain(request, name, True)
 
-    @r.post("/admin/backends/{name}/undrain")
-    async def undrain(request: Request, name: str) -> Response:
-        return await _set_drain(request, name, False)
+    async def undrain(self, request: Request, name: str) -> Response:
+        return await self._set_drain(request, name, False)
 
+
+def build_gateway_router(
+    gateway: Gateway, app_state: Any, *, chat: ChatCompletions | None = None
+) -> APIRouter:
+    """The gateway's routes; ``chat`` is the chat endpoint when the app also holds it."""
+    from .chat_api import ChatCompletions  # local: chat_api imports this module
+
+    r = APIRouter()
+    # A plain ASGI route: FastAPI's request handling (dependencies, Response classes)
+    # cost ~55 us per call on the hottest path. create_app also dispatches it ahead of
+    # the middleware; this route serves apps built otherwise and gives other methods a 405.
+    chat = chat or ChatCompletions(gateway, app_state)
+    r.add_route("/v1/chat/completions", chat, methods=["POST"])
+
+    h = GatewayEndpoints(gateway, app_state)
+    r.add_api_route("/v1/models", h.list_models, methods=["GET"])
+    r.add_api_route("/health", h.health, methods=["GET"])
+    r.add_api_route("/metrics", h.metrics, methods=["GET"])
+    r.add_api_route("/admin/backends", h.admin_backends, methods=["GET"])
+    r.add_api_route("/admin/backends/{name}/drain", h.drain, methods=["POST"])
+    r.add_api_route("/admin/backends/{name}/undrain", h.undrain, methods=["POST"])
     return r
 
 
-class ChatCompletions:
-    """``POST /v1/chat/completions`` as an ASGI app (mounted by :func:`build_gateway_router`)."""
+def __getattr__(name: str) -> Any:
+    # ``api.ChatCompletions`` still works for old imports; lazily, as chat_api imports this.
+    if name == "ChatCompletions":
+        from .chat_api import ChatCompletions
 
-    def __init__(self, gateway: Gateway, app_state: Any):
-        self.gateway = gateway
-        self.app_state = app_state
-        self.max_body = gateway.settings.server.max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Errors are answered here, in the app's shapes, so this can run ahead of FastAPI's
-        # middleware stack (see server.py) as well as behind it.
-        try:
-            await self._handle(scope, receive, send)
-        except ApiError as exc:
-            response = error_response(exc.status, exc.message, exc.type, exc.code, exc.headers)
-            await response(scope, receive, send)
-        except Exception as exc:
-            log.exception("unhandled error")
-            response = error_response(
-                500,
-                f"internal error: {type(exc).__name__}: {exc}",
-                "server_error",
-                "internal_error",
-            )
-            with contextlib.suppress(Exception):  # the reply may have started already
-                await response(scope, receive, send)
-            raise
-
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hdrs = _scope_headers(scope)
-        gateway = self.gateway
-        request = Request(scope, receive)
-        key = await require_scope(request, self.app_state, "chat")
-        started = time.perf_counter()
-        key_id = key.id if key else None
-        try:
-            raw = await read_body(request.stream(), hdrs.get("content-length"), self.max_body)
-            body = parse_chat_body(parse_json(raw))
-        except ApiError as exc:  # bad input is logged and counted like any other outcome
-            gateway.account(
-                None,
-                "chat",
-                exc.status,
-                None,
-                None,
-                time.perf_counter() - started,
-                key_id=key_id,
-                error=f"{exc.code}: {exc.message}",
-            )
-            raise
-        mem = MemoryContext(gateway, hdrs, self.app_state.memory)
-        await mem.open(body)
-        requested = str(body.get("model") or "auto")
-        if body.get("stream"):
-            await self._stream(receive, send, hdrs, body, mem, (started, key_id, requested))
-            return
-        try:
-            data, attempt = await gateway.chat(body, _routing_headers(hdrs))
-        except (RoutingError, BackendError) as exc:
-            raise self._failed(exc, started, requested, key_id, False) from None
-        usage = data.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        gateway.account(
-            attempt,
-            "chat",
-            200,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            time.perf_counter() - started,
-            model_requested=requested,
-            key_id=key_id,
-        )
-        if mem.enabled:
-            await mem.store(body, _reply_text(data), attempt.model)
-        raw = data.raw if type(data) is RawJSON else None
-        content = raw if raw is not None else json.dumps(data, separators=(",", ":")).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(content)),
-        ]
-        headers += [
-            (k.lower().encode(), v.encode("latin-1"))
-            for k, v in (*_route_headers(attempt).items(), *mem.headers().items())
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
-
-    def _failed(
-        self,
-        exc: RoutingError | BackendError,
-        started: float,
-        requested: str,
-        key_id: str | None,
-        stream: bool,
-    ) -> ApiError:
-        err = routing_error(exc) if isinstance(exc, RoutingError) else backend_error(exc)
-        self.gateway.account(
-            None,
-            "chat",
-            err.status,
-            None,
-            None,
-            time.perf_counter() - started,
-            model_requested=requested,
-            key_id=key_id,
-            stream=stream,
-            error=f"{err.code}: {err.message}",
-        )
-        return err
-
-    async def _stream(
-        self,
-        receive: Receive,
-        send: Send,
-        hdrs: Mapping[str, str],
-        body: dict[str, Any],
-        mem: MemoryContext,
-        call: tuple[float, str | None, str],
-    ) -> None:
-        started, key_id, requested = call
-        try:
-            session = await self.gateway.open_stream(body, _routing_headers(hdrs))
-        except (RoutingError, BackendError) as exc:
-            raise self._failed(exc, started, requested, key_id, True) from None
-        relay = self._relay(session, body, mem, started, key_id, requested)
-        extra = {**_route_headers(session.attempt), **mem.headers(), "Cache-Control": "no-cache"}
-        headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in extra.items()]
-        headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
-        # Started here, in this task: from now on its own ``finally`` releases the slot and
-        # writes the log row, however the stream ends.
-        first = await relay.__anext__()
-
-        async def pump() -> None:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            async for chunk in relay:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        async def left() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        # As Starlette's StreamingResponse (minus anyio): a client that leaves cancels the
-        # relay at once, and so the upstream request, even between two tokens.
-        pumping, leaving = asyncio.ensure_future(pump()), asyncio.ensure_future(left())
-        try:
-            await asyncio.wait((pumping, leaving), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            pumping.cancel()
-            leaving.cancel()
-            await asyncio.gather(pumping, leaving, return_exceptions=True)
-            await relay.aclose()
-        if not pumping.cancelled() and pumping.exception() is not None:
-            raise pumping.exception()  # type: ignore[misc]
-
-    async def _relay(
-        self,
-        session: StreamSession,
-        body: dict[str, Any],
-        mem: MemoryContext,
-        started: float,
-        key_id: str | None,
-        requested: str,
-    ) -> AsyncIterator[bytes]:
-        gateway = self.gateway
-        text_parts: list[str] = []
-        usage: dict[str, Any] = {}
-        status, error = 200, None
-        finished = False
-        try:
-            payload = session.first
-            events = session.events
-            while True:
-                if payload:
-                    if mem.enabled or b'"usage"' in payload:
-                        _collect(payload, text_parts, usage)
-                    yield b"data: " + payload + b"\n\n"
-                try:
-                    payload = await events.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:  # bytes already went out: end with an error chunk
-                    status, error = 502, f"upstream_error: stream interrupted: {exc}"
-                    yield sse(
-                        {
-                            "error": {
-                                "message": f"upstream stream from {session.upstream.backend} "
-                                f"failed mid-way: {exc}",
-                                "type": "server_error",
-                                "code": "upstream_error",
-                            }
-                        }
-                    )
-                    break
-            if status == 200:
-                # Before [DONE]: a client that reads the conversation right after the
-                # stream ends must find this turn in it.
-                await mem.store(body, "".join(text_parts), session.attempt.model)
-            finished = True  # the upstream is done; only the terminator is left to send
-            yield b"data: [DONE]\n\n"
-        finally:
-            if not finished and error is None:
-                status, error = 499, "client_closed: the client left before the stream ended"
-            await gateway.close_stream(session)
-            gateway.account(
-                session.attempt,
-                "chat",
-                status,
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-                time.perf_counter() - started,
-                model_requested=requested,
-                key_id=key_id,
-                stream=True,
-                error=error,
-            )
-
-
-def _reply_text(data: dict[str, Any]) -> str:
-    choices = data.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else None
-    msg = choice.get("message") if isinstance(choice, dict) else None
-    content = msg.get("content") if isinstance(msg, dict) else None
-    return content if isinstance(content, str) else ""
-
-
-def _collect(payload: bytes, text_parts: list[str], usage: dict[str, Any]) -> None:
-    try:
-        chunk = json.loads(payload)
-    except ValueError:
-        return
-    if not isinstance(chunk, dict):
-        return
-    if isinstance(chunk.get("usage"), dict):
-        usage.update(chunk["usage"])
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-            text_parts.append(delta["content"])
+        return ChatCompletions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
