@@ -10,19 +10,21 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-extras="dev"
+extras="dev,browser"
 if [ "${LAR_SKIP_LOCAL:-0}" != "1" ]; then
-  extras="dev,local"
+  extras="dev,browser,local"
 fi
 echo "setup: installing local-ai-router[$extras] into .venv" >&2
 .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v -E "^(WARNING|  )" >&2 || true
 .venv/bin/python -c "import local_ai_router" || { echo "setup: install failed" >&2; exit 1; }
 
-# System tools used by tests: git (tools), bubblewrap (sandbox), jq (Claude Code-style hooks).
+# System tools used by tests: git (tools), bubblewrap (sandbox), jq (Claude Code-style hooks),
+# chromium (the browser tools; Playwright drives it instead of downloading its own).
 need=()
 command -v git >/dev/null || need+=(git)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v jq >/dev/null || need+=(jq)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   echo "setup: apt-get install ${need[*]}" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null 2>&1 \

@@ -155,6 +155,9 @@ class AgentConfig(_Section):
     sandbox: Literal["bwrap"] | None = None
     sandbox_network: bool = False
     tool_output_limit: int = Field(12_000, ge=500)
+    # web_fetch and the browser tools: opt-in (prompt tokens; requests leave the machine)
+    web_tools: bool = False
+    web_allow_private: bool = False  # let them reach loopback and private networks
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
     subagents: SubagentsConfig = Field(default_factory=SubagentsConfig)
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .shell_guard import GuardHit, git_subcommand, guard, is_read_only
 from .shell_parse import ShellPart, parse
@@ -80,6 +81,7 @@ _ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
     "Edit": (("write_file", "edit_file"), "path"),
     "Write": (("write_file",), "path"),
     "MultiEdit": (("edit_file",), "path"),
+    "WebFetch": (("web_fetch", "browser_open"), "domain"),
     "Agent": (("spawn_agents",), "agent"),
     "Task": (("spawn_agents",), "agent"),
     **{name: ((name,), "path") for name in (*FILE_READ_TOOLS, "write_file", "edit_file")},
@@ -428,6 +430,10 @@ class PermissionPolicy:
         if rule.path is not None:
             hits = [rule.path.matches(p) for p in self._paths(args)]
             return all(hits) if allow else any(hits)
+        if rule.family == "domain":  # WebFetch(domain:example.com): it and its subdomains
+            host = (urlsplit(str(args.get("url") or "")).hostname or "").rstrip(".")
+            want = (rule.spec or "").strip().removeprefix("domain:").removeprefix("*.").lower()
+            return bool(host) and (host == want or host.endswith("." + want))
         if rule.family == "agent":
             tasks = args.get("tasks")
             tasks = tasks if isinstance(tasks, list) else []

@@ -24,10 +24,13 @@ from ..mcp_config import mcp_configs
 from ..skills import SkillIndex
 from ..store.agent_store import AgentStore, StepRecord, new_id
 from ..tools.agents import spawn_agents
+from ..tools.browser import SERVICE as BROWSER_SERVICE
+from ..tools.browser import browser_available, browser_tools
 from ..tools.builtin import builtin_tools
 from ..tools.control import control_tools
 from ..tools.registry import ToolContext, ToolRegistry, scrubbed_env
 from ..tools.skills import skill_tools
+from ..tools.web import web_fetch
 from ..types import Event, Message
 from .compaction import Compactor
 from .gate import LoopGate, PermissionGate
@@ -225,6 +228,10 @@ class AgentService:
 
     def tools_for(self, req: RunRequest) -> ToolRegistry:
         registry = ToolRegistry([*builtin_tools(), *skill_tools(), *control_tools()])
+        if self.settings.agent.web_tools:
+            registry.register(web_fetch)
+            for t in browser_tools() if browser_available() else ():
+                registry.register(t)
         if req.depth < self.settings.agent.subagents.max_depth:
             registry.register(spawn_agents)
         if req.tools is not None:
@@ -287,6 +294,7 @@ class AgentService:
                 "skills": skills,
                 "definitions": definitions,
                 "read_denied": rp.policy.read_denied,
+                "web_allow_private": cfg.web_allow_private,
             },
         )
         if rp.shell_wrapper is not None:
@@ -388,6 +396,9 @@ class AgentService:
         finally:
             if run.mcp is not None:
                 await run.mcp.aclose()
+            browser = run.loop.ctx.services.pop(BROWSER_SERVICE, None)
+            if browser is not None:
+                await browser.aclose()
             run.done.set()
             for q in run.subscribers:
                 q.put_nowait(None)
