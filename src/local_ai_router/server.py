@@ -1,15 +1,16 @@
-"""The app factory: gateway + agent API on one ASGI app."""
+"""The app factory: gateway, agent API and web UI on one ASGI app."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
+from importlib import resources
 from types import MappingProxyType
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -76,7 +77,30 @@ def create_app(
     app.include_router(build_memory_router(runtime))
     if with_agent:
         app.include_router(build_agent_router(runtime))
+    _add_web_ui(app)
     return app
+
+
+def _add_web_ui(app: FastAPI) -> None:
+    """``GET /ui``: one static page (chat, agent runs, approvals) over the public API.
+
+    The page itself holds no data and needs no key; every call it makes does, so it is
+    as open as the API behind it. Read once here: no file access per request."""
+    page = (resources.files(__package__) / "webui" / "index.html").read_text(encoding="utf-8")
+    # The page runs only its own inline script and talks only to this server.
+    csp = (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+    async def ui() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": csp})
+
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui")
+
+    app.add_api_route("/ui", ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/", root, methods=["GET"], include_in_schema=False)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
