@@ -56,4 +56,5 @@ echo "== a short agent run on the same server (constrained tool calls, 3 steps a
 
 echo "== stored runs" >&2
 curl -fs "http://127.0.0.1:$PORT/agent/runs?limit=1" | .venv/bin/python -m json.tool | head -20
-echo "(server log: $DEMO/serve.log)" >&2
+echo "(server log: $DEMO/serve.log; web UI at http://127.0.0.1:$PORT/ui while it runs:" \
+  "LAR_DEMO_KEEP=1 keeps it running)" >&2
