@@ -24,6 +24,7 @@ need=()
 command -v git >/dev/null || need+=(git)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v jq >/dev/null || need+=(jq)
+command -v curl >/dev/null || need+=(curl)  # scripts/demo.sh
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   echo "setup: apt-get install ${need[*]}" >&2
