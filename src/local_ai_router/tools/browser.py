@@ -14,6 +14,7 @@ the page's links, buttons and fields numbered ``[n]``; ``browser_click`` and
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -163,10 +164,8 @@ class BrowserSession:
 
     async def aclose(self) -> None:
         if self._browser is not None:
-            try:
+            with contextlib.suppress(Exception):  # already gone: nothing left to free
                 await self._browser.close()
-            except Exception:  # already gone: nothing left to free
-                pass
         if self._pw is not None:
             await self._pw.stop()
         self._browser = self._pw = self.page = None
