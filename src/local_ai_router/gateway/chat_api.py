@@ -25,7 +25,14 @@ from .api import ApiError, backend_error, error_response, parse_json, read_body,
 from .auth import require_scope
 from .service import Attempt, Gateway, StreamSession, sse
 
-__all__ = ["ChatCompletions", "ChatRequest", "MemoryContext", "parse_chat_body"]
+__all__ = [
+    "ChatCompletions",
+    "ChatRequest",
+    "MemoryContext",
+    "parse_chat_body",
+    "route_headers",
+    "routing_headers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +97,8 @@ def parse_chat_body(data: Any) -> dict[str, Any]:
     return data
 
 
-def _routing_headers(h: Mapping[str, str]) -> dict[str, str]:
+def routing_headers(h: Mapping[str, str]) -> dict[str, str]:
+    """The request headers that steer routing (``X-Backend``, ``X-Force-Big``)."""
     return {k: h[k] for k in ("x-backend", "x-force-big") if k in h}
 
 
@@ -108,7 +116,8 @@ def _scope_headers(scope: Scope) -> dict[str, str]:
 _NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
 
 
-def _route_headers(attempt: Attempt) -> dict[str, str]:
+def route_headers(attempt: Attempt) -> dict[str, str]:
+    """``X-Backend`` / ``X-Model`` for a response: where the request went."""
     if attempt.state is None:
         return {}
     # The model name can come from the caller (a backend with no model list takes any
@@ -236,7 +245,7 @@ class ChatCompletions:
             await self._stream(receive, send, hdrs, body, mem, (started, key_id, requested))
             return
         try:
-            data, attempt = await gateway.chat(body, _routing_headers(hdrs))
+            data, attempt = await gateway.chat(body, routing_headers(hdrs))
         except (RoutingError, BackendError) as exc:
             raise self._failed(exc, started, requested, key_id, False) from None
         usage = data.get("usage")
@@ -261,7 +270,7 @@ class ChatCompletions:
         ]
         headers += [
             (k.lower().encode(), v.encode("latin-1"))
-            for k, v in (*_route_headers(attempt).items(), *mem.headers().items())
+            for k, v in (*route_headers(attempt).items(), *mem.headers().items())
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
@@ -300,11 +309,11 @@ class ChatCompletions:
     ) -> None:
         started, key_id, requested = call
         try:
-            session = await self.gateway.open_stream(body, _routing_headers(hdrs))
+            session = await self.gateway.open_stream(body, routing_headers(hdrs))
         except (RoutingError, BackendError) as exc:
             raise self._failed(exc, started, requested, key_id, True) from None
         relay = self._relay(session, body, mem, started, key_id, requested)
-        extra = {**_route_headers(session.attempt), **mem.headers(), "Cache-Control": "no-cache"}
+        extra = {**route_headers(session.attempt), **mem.headers(), "Cache-Control": "no-cache"}
         headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in extra.items()]
         headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
         # Started here, in this task: from now on its own ``finally`` releases the slot and

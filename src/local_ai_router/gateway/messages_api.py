@@ -28,6 +28,7 @@ from .anthropic_wire import (
 )
 from .api import ApiError, backend_error, parse_json, read_body, routing_error
 from .auth import require_scope
+from .chat_api import route_headers, routing_headers
 from .routing import estimate_tokens
 from .service import Gateway, StreamSession
 
@@ -38,18 +39,6 @@ ENDPOINT = "messages"  # the request log's and metrics' endpoint label
 
 def _error(exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.status, exc.message), exc.status, headers=exc.headers)
-
-
-def _route_headers(session_or_attempt: Any) -> dict[str, str]:
-    attempt = getattr(session_or_attempt, "attempt", session_or_attempt)
-    if attempt.state is None:
-        return {}
-    model = "".join(c if " " <= c <= "~" else "?" for c in attempt.model or "")
-    return {"X-Backend": attempt.state.name, "X-Model": model}
-
-
-def _routing(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: headers[k] for k in ("x-backend", "x-force-big") if k in headers}
 
 
 class MessagesEndpoint:
@@ -85,12 +74,12 @@ class MessagesEndpoint:
         if body.get("stream"):
             return await self._stream(request, body, started, key_id, requested)
         try:
-            data, attempt = await self.gateway.chat(body, _routing(request.headers))
+            data, attempt = await self.gateway.chat(body, routing_headers(request.headers))
         except (RoutingError, BackendError) as exc:
             return self._failed(exc, started, key_id, requested, False)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         self._account(attempt, 200, usage, started, key_id, requested, False, None)
-        return JSONResponse(message_from_openai(data, requested), headers=_route_headers(attempt))
+        return JSONResponse(message_from_openai(data, requested), headers=route_headers(attempt))
 
     async def count_tokens(self, request: Request) -> Response:
         try:
@@ -104,10 +93,10 @@ class MessagesEndpoint:
         self, request: Request, body: dict[str, Any], started: float, key_id: str | None, model: str
     ) -> Response:
         try:
-            session = await self.gateway.open_stream(body, _routing(request.headers))
+            session = await self.gateway.open_stream(body, routing_headers(request.headers))
         except (RoutingError, BackendError) as exc:
             return self._failed(exc, started, key_id, model, True)
-        headers = {**_route_headers(session), "Cache-Control": "no-cache"}
+        headers = {**route_headers(session.attempt), "Cache-Control": "no-cache"}
         return StreamingResponse(
             self._relay(session, StreamTranslator(model), started, key_id, model),
             media_type="text/event-stream",
