@@ -37,6 +37,7 @@ __all__ = [
     "Decision",
     "PermissionPolicy",
     "Rule",
+    "is_looser",
     "parse_rule",
     "stricter_mode",
     "tool_kind",
@@ -58,10 +59,20 @@ def stricter_mode(current: str, requested: str | None) -> str:
     """
     if not requested:
         return current
-    a, b = _MODE_ALIASES.get(current, current), _MODE_ALIASES.get(requested, requested)
-    if b not in MODES:
-        raise ValueError(f"unknown permission mode {requested!r}; use one of {', '.join(MODES)}")
-    return min(a, b, key=_STRICT_ORDER.index)
+    return min(_known_mode(current), _known_mode(requested), key=_STRICT_ORDER.index)
+
+
+def is_looser(mode: str, than: str) -> bool:
+    """Whether ``mode`` allows more than ``than`` (``default`` counts as ``ask``)."""
+    order = _STRICT_ORDER.index
+    return order(_known_mode(mode)) > order(_known_mode(than))
+
+
+def _known_mode(mode: str) -> str:
+    mode = _MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"unknown permission mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode
 
 
 READ_TOOLS = frozenset(

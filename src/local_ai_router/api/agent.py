@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..agent.permissions import stricter_mode
+from ..agent.permissions import is_looser
 from ..agent.runner import ActiveRun, AgentService, RunRequest
 from ..gateway.api import ApiError, read_json
 from ..gateway.auth import require_scope
@@ -99,7 +99,7 @@ def check_mode_without_key(requested: str | None, settings: Any) -> None:
     ``ask`` mode could start itself a ``bypassPermissions`` run.
     """
     configured = settings.agent.permissions.mode
-    if requested and stricter_mode(configured, requested) != stricter_mode(requested, requested):
+    if requested and is_looser(requested, than=configured):
         raise ApiError(
             403,
             f"permission_mode {requested!r} is looser than the configured mode {configured!r}; "
